@@ -1,0 +1,113 @@
+"""Atomic writes and the run directory layout.
+
+Every file or folder is written under a temporary name in the same directory and renamed into place,
+so a crash or kill leaves either the previous complete version or nothing, never half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write text to ``path`` atomically (temp file + fsync + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """Append one line (a log such as metrics.jsonl; a torn last line is tolerated by readers)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temporary folder next to ``final``; on success it replaces ``final`` in one rename."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".{final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+class RunDir:
+    """Paths of one run directory: ``runs/<name>/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    config = property(lambda self: self.root / "config.yaml")
+    state = property(lambda self: self.root / "state.json")
+    data = property(lambda self: self.root / "data")
+    model = property(lambda self: self.root / "model")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    metrics = property(lambda self: self.root / "metrics.jsonl")
+    eval = property(lambda self: self.root / "eval")
+
+    def split(self, name: str) -> Path:
+        return self.data / f"{name}.jsonl"
+
+    def read_state(self) -> dict[str, Any]:
+        """Which stages finished: ``{"stages": {"prepare": {...}, ...}}``; empty for a new run."""
+        return read_json(self.state) if self.state.is_file() else {"stages": {}}
+
+    def mark_done(self, stage: str, info: dict[str, Any] | None = None) -> None:
+        state = self.read_state()
+        state["stages"][stage] = info or {}
+        write_json(self.state, state)
+
+    def is_done(self, stage: str) -> bool:
+        return stage in self.read_state()["stages"]
+
+    def clear_from(self, stages: list[str]) -> None:
+        """Forget the given stages (they and their outputs will be redone)."""
+        state = self.read_state()
+        for stage in stages:
+            state["stages"].pop(stage, None)
+        write_json(self.state, state)

@@ -1,0 +1,50 @@
+"""Load a resolved model and its tokenizer with safe defaults (safetensors, no remote code unless asked)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunesmith.config import ModelConfig
+from tunesmith.models.resolve import ResolvedModel, hub_error, resolve_model
+
+
+def quiet_transformers() -> None:
+    """Hide transformers' per-load progress bars; tunesmith prints its own progress."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
+def load_tokenizer(model: ModelConfig, resolved: ResolvedModel | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    resolved = resolved or resolve_model(model.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            resolved.location, revision=model.revision, trust_remote_code=model.trust_remote_code
+        )
+    except OSError as exc:
+        raise hub_error(model.name, exc) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(model: ModelConfig, resolved: ResolvedModel | None = None) -> Any:
+    """A causal LM in fp32 (mixed precision is applied by the engine, not by the stored weights)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
+    resolved = resolved or resolve_model(model.name)
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            resolved.location,
+            revision=model.revision,
+            trust_remote_code=model.trust_remote_code,
+            dtype=torch.float32,
+            use_safetensors=None if resolved.kind == "hub" else True,
+        )
+    except OSError as exc:
+        raise hub_error(model.name, exc) from None
