@@ -1,17 +1,44 @@
-"""Classification metrics (scikit-learn): accuracy and macro-F1 over a fixed label set."""
+"""Classification metrics (scikit-learn) over a fixed label set; a prediction outside it counts as wrong."""
 
 from __future__ import annotations
 
-from sklearn.metrics import accuracy_score, f1_score
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 INVALID = "<invalid>"
 
 
-def classification_metrics(predicted: list[str | None], gold: list[str], labels: list[str]) -> dict[str, float]:
-    """Accuracy, macro-F1 over ``labels`` and the share of predictions that named no valid label."""
+def classification_metrics(predicted: Sequence[str | None], gold: Sequence[str], labels: list[str]) -> dict[str, float]:
+    """Accuracy; macro precision, recall and F1; weighted F1; share of predictions naming no valid label."""
     pred = [p if p is not None else INVALID for p in predicted]
+    precision, recall, f1, support = precision_recall_fscore_support(
+        gold, pred, labels=labels, average=None, zero_division=0
+    )
+    total = support.sum()
     return {
-        "accuracy": float(accuracy_score(gold, pred)),
-        "macro_f1": float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)),
+        "accuracy": float(np.mean([p == g for p, g in zip(pred, gold, strict=True)])) if pred else 0.0,
+        "macro_f1": float(f1.mean()),
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "weighted_f1": float((f1 * support).sum() / total) if total else 0.0,
         "invalid_rate": sum(p == INVALID for p in pred) / len(pred) if pred else 0.0,
+    }
+
+
+def classification_details(predicted: Sequence[str | None], gold: Sequence[str], labels: list[str]) -> dict:
+    """Per-class precision / recall / F1 / support and the confusion matrix (rows: gold, columns: predicted)."""
+    pred = [p if p is not None else INVALID for p in predicted]
+    precision, recall, f1, support = precision_recall_fscore_support(
+        gold, pred, labels=labels, average=None, zero_division=0
+    )
+    columns = [*labels, INVALID]
+    matrix = confusion_matrix(gold, pred, labels=columns)
+    return {
+        "per_class": {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
+        },
+        "confusion_matrix": {"labels": columns, "matrix": matrix[: len(labels)].tolist()},
     }

@@ -1,0 +1,103 @@
+"""Metrics on hand-computed cases, against scikit-learn directly, and the bootstrap interval's coverage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, precision_score, recall_score
+
+from tunesmith.metrics.classification import classification_details, classification_metrics
+from tunesmith.metrics.compare import compare, mcnemar_test
+from tunesmith.metrics.text import exact_match, extract_label, token_f1
+
+LABELS = ["negative", "positive"]
+
+
+def test_classification_metrics_match_sklearn() -> None:
+    rng = np.random.default_rng(1)
+    gold = list(rng.choice(["a", "b", "c"], size=60))
+    pred = list(rng.choice(["a", "b", "c"], size=60))
+    ours = classification_metrics(pred, gold, ["a", "b", "c"])
+    assert ours["macro_f1"] == pytest.approx(f1_score(gold, pred, average="macro"))
+    assert ours["weighted_f1"] == pytest.approx(f1_score(gold, pred, average="weighted"))
+    assert ours["macro_precision"] == pytest.approx(precision_score(gold, pred, average="macro"))
+    assert ours["macro_recall"] == pytest.approx(recall_score(gold, pred, average="macro"))
+    assert ours["accuracy"] == pytest.approx(np.mean(np.array(gold) == np.array(pred)))
+
+
+def test_invalid_answers_count_as_wrong_and_are_reported() -> None:
+    gold = ["positive", "negative", "positive", "negative"]
+    pred = ["positive", None, "positive", "positive"]
+    metrics = classification_metrics(pred, gold, LABELS)
+    assert metrics["accuracy"] == 0.5
+    assert metrics["invalid_rate"] == 0.25
+    details = classification_details(pred, gold, LABELS)
+    # rows gold negative / positive; columns negative, positive, <invalid>
+    assert details["confusion_matrix"]["matrix"] == [[0, 1, 1], [0, 2, 0]]
+    assert details["per_class"]["positive"] == {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2}
+
+
+@pytest.mark.parametrize(
+    ("answer", "label"),
+    [
+        ("positive", "positive"),
+        ("Negative.", "negative"),
+        ("The sentiment of this review is positive.", "positive"),
+        ("positive or negative, hard to say", "positive"),  # starts with a label
+        ("it is either negative or positive", None),  # mentions both: no answer
+        ("The sentiment of this", None),
+    ],
+)
+def test_extract_label(answer: str, label: str | None) -> None:
+    assert extract_label(answer, LABELS) == label
+
+
+def test_squad_style_text_metrics() -> None:
+    assert exact_match("The Eiffel Tower!", "eiffel tower") == 1.0
+    assert token_f1("in the city of Paris", "Paris city") == pytest.approx(2 * (2 / 4) * 1.0 / (2 / 4 + 1.0))
+    assert token_f1("", "") == 1.0
+
+
+def test_mcnemar_exact_on_a_hand_case() -> None:
+    refs = ["x"] * 12
+    # base right only on row 0; tuned right only on rows 1-9; rows 10-11 both right
+    base = ["x", *["y"] * 9, "x", "x"]
+    tuned = ["y", *["x"] * 9, "x", "x"]
+    p = mcnemar_test(base, tuned, refs, lambda pred, ref: pred == ref)
+    assert p == pytest.approx(0.021484375)  # two-sided binomial, 1 of 10 discordant pairs
+
+
+def _accuracy(preds, refs) -> dict[str, float]:
+    return {"accuracy": float(np.mean(np.asarray(preds) == np.asarray(refs)))}
+
+
+def test_bootstrap_interval_covers_the_true_delta_at_about_95_percent() -> None:
+    rng = np.random.default_rng(0)
+    true_delta, covered, sims, n = 0.15, 0, 100, 100
+    for sim in range(sims):
+        refs = ["x"] * n
+        base = ["x" if r else "y" for r in rng.random(n) < 0.6]
+        tuned = ["x" if r else "y" for r in rng.random(n) < 0.6 + true_delta]
+        stats = compare(_accuracy, base, tuned, refs, n_resamples=150, seed=sim)["accuracy"]
+        low, high = stats["ci95"]
+        covered += low <= true_delta <= high
+    assert 0.88 <= covered / sims <= 0.995
+
+
+def test_compare_reports_delta_interval_and_test() -> None:
+    refs = ["positive", "negative"] * 50
+    base = ["negative"] * 100
+    tuned = list(refs)
+    stats = compare(
+        lambda p, r: classification_metrics([extract_label(x, LABELS) for x in p], r, LABELS),
+        base,
+        tuned,
+        refs,
+        correct=lambda p, r: p == r,
+        n_resamples=200,
+    )
+    assert stats["accuracy"]["delta"] == pytest.approx(0.5)
+    assert stats["accuracy"]["test"] == "mcnemar" and stats["accuracy"]["p_value"] < 1e-10
+    assert stats["macro_f1"]["test"] == "paired_bootstrap"
+    low, high = stats["accuracy"]["ci95"]
+    assert 0.35 < low < 0.5 < high < 0.65
