@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
+from tunesmith.metrics.bias import counterfactual, flip_rate
 from tunesmith.metrics.classification import classification_details, classification_metrics
 from tunesmith.metrics.compare import compare, mcnemar_test
+from tunesmith.metrics.errors import error_analysis
 from tunesmith.metrics.text import exact_match, extract_label, token_f1
 
 LABELS = ["negative", "positive"]
@@ -101,3 +103,34 @@ def test_compare_reports_delta_interval_and_test() -> None:
     assert stats["macro_f1"]["test"] == "paired_bootstrap"
     low, high = stats["accuracy"]["ci95"]
     assert 0.35 < low < 0.5 < high < 0.65
+
+
+@pytest.mark.parametrize(
+    ("text", "swapped"),
+    [
+        ("He said his wife loved it.", "She said her husband loved it."),
+        ("the actress and her brother", "the actor and his sister"),
+        ("JOHN is great", "MARY is great"),
+        ("a film about the weather", None),
+        ("theme and hero", None),  # whole words only
+    ],
+)
+def test_counterfactual_swaps_identity_terms_keeping_case(text: str, swapped: str | None) -> None:
+    assert counterfactual(text) == swapped
+
+
+def test_flip_rate_counts_changed_answers() -> None:
+    assert flip_rate(["positive", "negative", None, "positive"], ["positive", "positive", None, "negative"]) == 0.5
+    assert flip_rate([], []) == 0.0
+
+
+def test_error_analysis_by_class_length_and_confidence() -> None:
+    inputs = ["short one", "a " * 15, "b " * 30, "c " * 50]
+    refs = ["positive", "negative", "negative", "positive"]
+    preds = ["positive", "positive", "negative", "negative"]
+    correct = [p == r for p, r in zip(preds, refs, strict=True)]
+    result = error_analysis(inputs, refs, preds, correct, [0.9, 0.6, 0.8, 0.95])
+    assert result["per_class"]["negative"] == {"rows": 2, "errors": 1, "error_rate": 0.5}
+    assert [b["words"] for b in result["per_length"]] == ["0-10", "11-20", "21-40", "41+"]
+    assert [b["errors"] for b in result["per_length"]] == [0, 1, 0, 1]
+    assert [e["confidence"] for e in result["most_confident_errors"]] == [0.95, 0.6]
