@@ -1,23 +1,37 @@
-"""Read rows from JSONL, JSON, CSV and TSV files, each with its line number; bad rows are rejected, not lost."""
+"""Read rows from data files, each with its line number; bad rows are rejected with a reason, never lost.
+
+Supported: JSONL, JSON (an array of objects, an object holding one, or SQuAD's nested layout), CSV/TSV,
+Parquet, ``.gz`` of any of those, CoNLL (token<TAB>tag lines, blank line between sentences), ``.label``
+lines (``LABEL text``, as TREC), plain ``.txt`` (one row per line), a folder of ``.txt``/``.md`` files
+(one row per file), a Hugging Face dataset saved with ``save_to_disk``, and a hub dataset named
+``hf:NAME?name=CONFIG&split=SPLIT``.
+"""
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+from urllib.parse import parse_qs
 
 from tunesmith.errors import DataError
 
-SUPPORTED = (".jsonl", ".json", ".csv", ".tsv")
+SUPPORTED = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".conll", ".label", ".txt", ".md")
+READERS = ("jsonl", "json", "csv", "tsv", "parquet", "conll", "label", "txt")
+EXCERPT = 120
+MAX_ROW_BYTES = 64 * 2**20  # a longer line is rejected without being read into memory whole
 
 
 @dataclass
 class Row:
     line: int
     values: dict[str, Any]
+    file: str | None = None  # set when a source holds several files (a folder of texts)
 
 
 @dataclass
@@ -25,69 +39,200 @@ class Reject:
     source: str  # "file:line"
     reason: str
     excerpt: str
+    kind: str = "invalid_row"
 
     def to_dict(self) -> dict[str, str]:
-        return {"source": self.source, "reason": self.reason, "excerpt": self.excerpt}
+        return {"source": self.source, "kind": self.kind, "reason": self.reason, "excerpt": self.excerpt}
 
 
-def read_rows(path: str | Path) -> tuple[list[Row], list[Reject], list[str]]:
-    """Return (rows, rejects, columns) of a data file; raise DataError if the file is unusable as a whole."""
-    path = Path(path)
+@dataclass
+class Loaded:
+    rows: list[Row]
+    rejects: list[Reject]
+    columns: list[str]
+
+
+def read_rows(path: str | Path, reader: str | None = None) -> tuple[list[Row], list[Reject], list[str]]:
+    """Return (rows, rejects, columns) of a data source; raise DataError if it is unusable as a whole."""
+    loaded = load_source(str(path), reader)
+    if not loaded.rows:
+        first = loaded.rejects[0] if loaded.rejects else None
+        raise DataError(
+            f"{path}: no usable rows ({len(loaded.rejects)} rejected; first: {first.source}: {first.reason})"
+            if first
+            else f"{path}: no rows"
+        )
+    return loaded.rows, loaded.rejects, loaded.columns
+
+
+def load_source(spec: str, reader: str | None = None) -> Loaded:
+    """Like ``read_rows`` but an all-rejected source is returned, not raised (``data check`` reports it)."""
+    if spec.startswith("hf:"):
+        rows = _read_hub(spec)
+        return Loaded(rows, [], _columns(rows))
+    path = Path(spec)
     if not path.exists():
         raise DataError(
             f"data file not found: {path}\n  fix: check the path in data.train / data.validation / data.test "
             "(relative paths are relative to the config file)"
         )
-    if path.suffix.lower() not in SUPPORTED:
-        raise DataError(f"{path}: unsupported file type '{path.suffix}'; expected one of {', '.join(SUPPORTED)}")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8") from None
-    if not text.strip():
-        raise DataError(f"{path}: the file is empty; it needs at least one example")
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        rows, rejects = _read_jsonl(path, text)
-    elif suffix == ".json":
-        rows, rejects = _read_json_array(path, text)
-    else:
-        rows, rejects = _read_delimited(path, text, "\t" if suffix == ".tsv" else ",")
-    if not rows:
+    if path.is_dir():
+        rows = _read_folder(path)
+        return Loaded(rows, [], _columns(rows))
+    kind = reader or reader_for(path)
+    if kind == "jsonl":  # streamed line by line: a huge file or a huge line never sits in memory whole
+        try:
+            with _open_binary(path) as handle:
+                _check_text(path, handle.read(8192))
+            rows, rejects = _read_jsonl(path, _stream_lines(path))
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: cannot be read ({exc})") from None
+        return Loaded(rows, rejects, _columns(rows))
+    raw = path.read_bytes()
+    if path.suffix.lower() == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: not a valid gzip file ({exc})") from None
+    if kind == "parquet":
+        rows = _read_parquet(path, raw)
+        return Loaded(rows, [], _columns(rows))
+    text = _decode(path, raw)
+    rows, rejects = _TEXT_READERS[kind](path, text)
+    return Loaded(rows, rejects, _columns(rows))
+
+
+def reader_for(path: Path) -> str:
+    """The reader a file's name asks for (``.gz`` looks at the name inside)."""
+    name = path.name.lower().removesuffix(".gz")
+    suffix = Path(name).suffix
+    by_suffix = {".ndjson": "jsonl", ".md": "txt", ".iob": "conll", ".bio": "conll"}
+    kind = by_suffix.get(suffix, suffix.lstrip("."))
+    if kind not in READERS:
         raise DataError(
-            f"{path}: no usable rows ({len(rejects)} rejected; first: {rejects[0].reason})"
-            if rejects
-            else f"{path}: no rows"
+            f"{path}: unsupported file type '{suffix or path.name}'; expected one of {', '.join(SUPPORTED)} "
+            "(optionally .gz), a folder, or hf:NAME.\n  fix: rename the file or pass its reader (e.g. --format conll)"
         )
-    columns = list(dict.fromkeys(key for row in rows for key in row.values))
-    return rows, rejects, columns
+    return kind
 
 
-def _read_jsonl(path: Path, text: str) -> tuple[list[Row], list[Reject]]:
+def _decode(path: Path, raw: bytes) -> str:
+    _check_text(path, raw[:8192])
+    # Bad bytes become lone surrogates so the rows around them survive; rows holding them are rejected.
+    return raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+
+
+def _check_text(path: Path, head: bytes) -> None:
+    """Refuse an empty file or one that is not text, judged from its first bytes."""
+    if not head.strip():
+        raise DataError(f"{path}: the file is empty; it needs at least one example")
+    if b"\x00" in head or sum(b < 9 or 13 < b < 32 for b in head) > len(head) // 10:
+        raise DataError(
+            f"{path}: this looks like a binary file, not text (NUL or control bytes near the start); "
+            "expected UTF-8 text in the format its name says"
+        )
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else path.open("rb")
+
+
+def _stream_lines(path: Path) -> Iterator[tuple[int, str | None, int]]:
+    """(line number, text, size in bytes) per line; text is None for a line over MAX_ROW_BYTES (skipped unread)."""
+    with _open_binary(path) as handle:
+        number = 0
+        while chunk := handle.readline(MAX_ROW_BYTES + 1):
+            number += 1
+            size = len(chunk)
+            if size > MAX_ROW_BYTES:
+                while chunk and not chunk.endswith(b"\n"):  # skip the rest of the line in bounded pieces
+                    chunk = handle.readline(MAX_ROW_BYTES)
+                    size += len(chunk)
+                yield number, None, size
+                continue
+            text = chunk.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
+            yield number, text.removeprefix("\ufeff") if number == 1 else text, size
+
+
+def _bad_utf8(text: str) -> int | None:
+    """Index of the first undecodable byte in ``text`` (decoded with surrogateescape), or None."""
+    return next((i for i, ch in enumerate(text) if "\udc80" <= ch <= "\udcff"), None)
+
+
+def _utf8_reject(path: Path, number: int, line: str) -> Reject:
+    col = _bad_utf8(line)
+    return Reject(
+        f"{path}:{number}",
+        f"not valid UTF-8 (byte at column {(col or 0) + 1}); re-save the file as UTF-8",
+        line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")[:EXCERPT],
+        kind="invalid_utf8",
+    )
+
+
+def _read_jsonl(path: Path, lines: Iterable[tuple[int, str | None, int]]) -> tuple[list[Row], list[Reject]]:
     rows, rejects = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line, size in lines:
+        if line is None:
+            rejects.append(
+                Reject(
+                    f"{path}:{number}",
+                    f"the line is {size:,} bytes; a row may be at most {MAX_ROW_BYTES:,} bytes",
+                    "",
+                    kind="line_too_long",
+                )
+            )
+            continue
         if not line.strip():
+            continue
+        if _bad_utf8(line) is not None:
+            rejects.append(_utf8_reject(path, number, line))
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            rejects.append(Reject(f"{path}:{number}", f"malformed JSON: {exc.msg} at column {exc.colno}", line[:120]))
+            hint = (
+                "; the file looks like one JSON document, name it .json" if number == 1 and line.strip() in "[{" else ""
+            )
+            rejects.append(
+                Reject(
+                    f"{path}:{number}",
+                    f"malformed JSON: {exc.msg} at column {exc.colno}{hint}",
+                    line[:EXCERPT],
+                    kind="malformed_json",
+                )
+            )
             continue
         if not isinstance(value, dict):
             rejects.append(
-                Reject(f"{path}:{number}", f"expected a JSON object, got {type(value).__name__}", line[:120])
+                Reject(
+                    f"{path}:{number}",
+                    f"expected a JSON object, got {type(value).__name__}",
+                    line[:EXCERPT],
+                    kind="not_an_object",
+                )
             )
             continue
         rows.append(Row(number, value))
     return rows, rejects
 
 
-def _read_json_array(path: Path, text: str) -> tuple[list[Row], list[Reject]]:
+def _read_json(path: Path, text: str) -> tuple[list[Row], list[Reject]]:
+    if _bad_utf8(text) is not None:
+        line = text[: _bad_utf8(text)].count("\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8; re-save the file as UTF-8")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
+        hint = ""
+        if exc.msg == "Extra data":
+            hint = "; it looks like JSON lines (one object per line): name it .jsonl"
+        raise DataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}{hint}") from None
+    if isinstance(value, dict) and _is_squad(value):
+        return _squad_rows(value), []
+    if isinstance(value, dict):
+        lists = [v for v in value.values() if isinstance(v, list)]
+        if len(lists) == 1:
+            value = lists[0]
     if not isinstance(value, list):
         raise DataError(f"{path}: expected a JSON array of objects, got {type(value).__name__}")
     rows, rejects = [], []
@@ -96,9 +241,36 @@ def _read_json_array(path: Path, text: str) -> tuple[list[Row], list[Reject]]:
             rows.append(Row(index + 1, item))  # for a JSON array, "line" is the 1-based item index
         else:
             rejects.append(
-                Reject(f"{path}:item {index + 1}", f"expected an object, got {type(item).__name__}", str(item)[:120])
+                Reject(
+                    f"{path}:item {index + 1}",
+                    f"expected an object, got {type(item).__name__}",
+                    str(item)[:EXCERPT],
+                    kind="not_an_object",
+                )
             )
     return rows, rejects
+
+
+def _is_squad(value: dict[str, Any]) -> bool:
+    data = value.get("data")
+    return isinstance(data, list) and bool(data) and isinstance(data[0], dict) and "paragraphs" in data[0]
+
+
+def _squad_rows(value: dict[str, Any]) -> list[Row]:
+    """SQuAD's article > paragraph > question nesting, flattened to one row per question."""
+    rows = []
+    for article in value["data"]:
+        for paragraph in article.get("paragraphs", []):
+            for qa in paragraph.get("qas", []):
+                values = {
+                    "id": qa.get("id"),
+                    "title": article.get("title"),
+                    "context": paragraph.get("context"),
+                    "question": qa.get("question"),
+                    "answers": [a.get("text") for a in qa.get("answers", [])],
+                }
+                rows.append(Row(len(rows) + 1, values))
+    return rows
 
 
 def _read_delimited(path: Path, text: str, delimiter: str) -> tuple[list[Row], list[Reject]]:
@@ -109,19 +281,185 @@ def _read_delimited(path: Path, text: str, delimiter: str) -> tuple[list[Row], l
     if not header:
         raise DataError(f"{path}: no header row")
     header = [h.strip() for h in header]
+    _check_delimiter(path, header, delimiter)
     rows, rejects = [], []
     for cells in reader:
         number = reader.line_num
         if not any(c.strip() for c in cells):
+            continue
+        joined = delimiter.join(cells)
+        if _bad_utf8(joined) is not None:
+            rejects.append(_utf8_reject(path, number, joined))
             continue
         if len(cells) != len(header):
             rejects.append(
                 Reject(
                     f"{path}:{number}",
                     f"expected {len(header)} fields ({', '.join(header)}), got {len(cells)}",
-                    delimiter.join(cells)[:120],
+                    joined[:EXCERPT],
+                    kind="wrong_field_count",
                 )
             )
             continue
         rows.append(Row(number, dict(zip(header, cells, strict=True))))
     return rows, rejects
+
+
+def _check_delimiter(path: Path, header: list[str], delimiter: str) -> None:
+    """A one-column header holding another delimiter means the file is not what its name says."""
+    if len(header) != 1:
+        return
+    for other, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe"), (",", "comma")):
+        if other != delimiter and other in header[0]:
+            expected = "comma" if delimiter == "," else "tab"
+            raise DataError(
+                f"{path}:1: the header is one column {header[0][:60]!r} that contains {name}s; "
+                f"expected {expected}-separated columns.\n  fix: re-save the file with {expected}s"
+                + (" or name it .tsv" if other == "\t" else "")
+            )
+
+
+def _read_conll(path: Path, text: str) -> tuple[list[Row], list[Reject]]:
+    """One token per line with its tag in the last column; a blank line ends a sentence."""
+    rows, rejects = [], []
+    tokens: list[str] = []
+    tags: list[str] = []
+    start = 0
+    bad: Reject | None = None
+    for number, line in enumerate([*text.splitlines(), ""], start=1):
+        if not line.strip():
+            if bad:
+                rejects.append(bad)
+            elif tokens:
+                rows.append(Row(start, {"tokens": tokens, "tags": tags}))
+            tokens, tags, bad = [], [], None
+            continue
+        if line.startswith("-DOCSTART-"):
+            continue
+        if not tokens and bad is None:
+            start = number
+        if _bad_utf8(line) is not None:
+            bad = bad or _utf8_reject(path, number, line)
+            continue
+        parts = line.split("\t") if "\t" in line else line.split()
+        if len(parts) < 2:
+            bad = bad or Reject(
+                f"{path}:{number}", "expected 'token<TAB>tag' on a line", line[:EXCERPT], kind="wrong_field_count"
+            )
+            continue
+        tokens.append(parts[0])
+        tags.append(parts[-1].strip())
+    return rows, rejects
+
+
+def _read_label_lines(path: Path, text: str) -> tuple[list[Row], list[Reject]]:
+    """``LABEL text`` per line (TREC, fastText's ``__label__x text``)."""
+    rows, rejects = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if _bad_utf8(line) is not None:
+            rejects.append(_utf8_reject(path, number, line))
+            continue
+        label, _, rest = line.strip().partition(" ")
+        if not rest.strip():
+            rejects.append(
+                Reject(f"{path}:{number}", "expected 'LABEL text' on a line", line[:EXCERPT], kind="empty_text")
+            )
+            continue
+        rows.append(Row(number, {"label": label.removeprefix("__label__"), "text": rest.strip()}))
+    return rows, rejects
+
+
+def _read_text_lines(path: Path, text: str) -> tuple[list[Row], list[Reject]]:
+    rows, rejects = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if _bad_utf8(line) is not None:
+            rejects.append(_utf8_reject(path, number, line))
+        else:
+            rows.append(Row(number, {"text": line}))
+    return rows, rejects
+
+
+def read_parallel(source: str | Path, target: str | Path) -> tuple[list[Row], list[Reject], list[str]]:
+    """Two line-aligned text files (e.g. a sentence and its translation per line) as source/target rows."""
+    src_rows, src_bad = _read_text_lines(Path(source), _decode(Path(source), Path(source).read_bytes()))
+    tgt_rows, tgt_bad = _read_text_lines(Path(target), _decode(Path(target), Path(target).read_bytes()))
+    targets = {row.line: row.values["text"] for row in tgt_rows}
+    rows, rejects = [], [*src_bad, *tgt_bad]
+    for row in src_rows:
+        if row.line in targets:
+            rows.append(Row(row.line, {"source": row.values["text"], "target": targets.pop(row.line)}))
+        else:
+            rejects.append(
+                Reject(f"{source}:{row.line}", f"no line {row.line} in {target}", row.values["text"][:EXCERPT])
+            )
+    rejects += [Reject(f"{target}:{n}", f"no line {n} in {source}", t[:EXCERPT]) for n, t in targets.items()]
+    return rows, rejects, ["source", "target"]
+
+
+def _read_folder(path: Path) -> list[Row]:
+    if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+        return _read_saved_dataset(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
+    if not files:
+        raise DataError(f"{path}: a folder needs .txt/.md files or a Hugging Face dataset saved with save_to_disk")
+    rows = []
+    for file in files:
+        text = _decode(file, file.read_bytes()) if file.stat().st_size else ""
+        if text.strip() and _bad_utf8(text) is None:
+            rows.append(Row(1, {"text": text}, file=str(file)))
+    return rows
+
+
+def _read_saved_dataset(path: Path) -> list[Row]:
+    import datasets
+
+    dataset = datasets.load_from_disk(str(path))
+    if isinstance(dataset, datasets.DatasetDict):
+        raise DataError(
+            f"{path}: holds a DatasetDict with splits {', '.join(dataset)}; point at one split's folder, "
+            f"e.g. {path / next(iter(dataset))}"
+        )
+    return [Row(i + 1, dict(item)) for i, item in enumerate(dataset)]
+
+
+def _read_hub(spec: str) -> list[Row]:
+    """``hf:NAME?name=CONFIG&split=SPLIT`` through ``datasets.load_dataset`` (honours HF_HUB_OFFLINE)."""
+    import datasets
+
+    name, _, query = spec.removeprefix("hf:").partition("?")
+    options = {k: v[-1] for k, v in parse_qs(query).items()}
+    split = options.pop("split", "train")
+    try:
+        dataset = datasets.load_dataset(name, options.pop("name", None), split=split, **options)
+    except Exception as exc:  # the hub raises many kinds; all mean the same to a user
+        raise DataError(f"{spec}: could not load the Hugging Face dataset: {exc}") from None
+    return [Row(i + 1, dict(item)) for i, item in enumerate(dataset)]
+
+
+def _read_parquet(path: Path, raw: bytes) -> list[Row]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(raw))
+    except pa.ArrowException as exc:
+        raise DataError(f"{path}: not a valid Parquet file ({exc})") from None
+    return [Row(i + 1, values) for i, values in enumerate(table.to_pylist())]
+
+
+def _columns(rows: list[Row]) -> list[str]:
+    return list(dict.fromkeys(key for row in rows for key in row.values))
+
+
+_TEXT_READERS = {
+    "json": _read_json,
+    "csv": lambda p, t: _read_delimited(p, t, ","),
+    "tsv": lambda p, t: _read_delimited(p, t, "\t"),
+    "conll": _read_conll,
+    "label": _read_label_lines,
+    "txt": _read_text_lines,
+}

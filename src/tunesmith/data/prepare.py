@@ -1,80 +1,290 @@
-"""Prepare the splits of a run: load, convert to records, limit, hold out, and write them with a report."""
+"""Prepare the splits of a run: load -> records -> clean -> PII -> dedup -> split -> leak check -> limits -> write.
+
+Every row read ends up kept or dropped for a counted reason (``report.json``: rows_in = kept + dropped);
+dropped problem rows go to ``rejects.jsonl`` with file, line and reason.
+"""
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tunesmith.config import DataConfig, TaskConfig
-from tunesmith.data.formats import ChatFormat, check_columns, detect_format, rows_to_chats
-from tunesmith.data.load import Reject, read_rows
-from tunesmith.data.records import Chat
+from tunesmith.config import CleanConfig, DataConfig, DedupConfig, ParallelFiles, PiiConfig, TaskConfig
+from tunesmith.data import clean
+from tunesmith.data.convert import to_chat
+from tunesmith.data.dedup import content_hash, find_duplicates, find_overlap
+from tunesmith.data.formats import RowError, RowFormat, check_columns, detect_format, rows_to_records
+from tunesmith.data.load import Reject, read_parallel, read_rows
+from tunesmith.data.pii import redact
+from tunesmith.data.records import Chat, Record, Tagged, Text, map_text, stratum, texts
+from tunesmith.data.report import Ledger
+from tunesmith.data.split import assign_split, stratified_splits
 from tunesmith.errors import DataError
 from tunesmith.io import write_json, write_jsonl
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Loaded:
+    records: list[Record]
+    rejects: list[Reject]
+    format: str
+    rows_in: int
 
 
 @dataclass
 class Prepared:
     splits: dict[str, list[Chat]]
     rejects: list[Reject] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
 
-    def report(self) -> dict[str, object]:
-        return {
-            "rows": {name: len(chats) for name, chats in self.splits.items()},
-            "rejected": len(self.rejects),
-            "rejected_by_reason": _count_reasons(self.rejects),
-        }
+    def report(self) -> dict[str, Any]:
+        return self.summary or {"rows": {n: len(c) for n, c in self.splits.items()}, "rejected": len(self.rejects)}
 
 
-def prepare_data(data: DataConfig, task: TaskConfig, seed: int) -> Prepared:
-    """Load every configured split as Chat records, applying row limits and the validation hold-out."""
-    splits: dict[str, list[Chat]] = {}
-    rejects: list[Reject] = []
-    for name in ("train", "validation", "test"):
-        path = getattr(data, name)
-        if path:
-            chats, bad = load_chats(Path(path), data, task)
-            splits[name], rejects = chats, rejects + bad
-
-    train = splits["train"]
-    if data.validation_fraction > 0:
-        order = list(range(len(train)))
-        random.Random(seed).shuffle(order)
-        n_val = max(1, round(len(train) * data.validation_fraction))
-        splits["validation"] = [train[i] for i in sorted(order[:n_val])]
-        train = [train[i] for i in sorted(order[n_val:])]
-        if not train:
-            raise DataError(f"data.validation_fraction={data.validation_fraction} leaves no training rows")
-    if data.train_rows and len(train) > data.train_rows:
-        if data.train_sample == "random":
-            picked = sorted(random.Random(seed).sample(range(len(train)), data.train_rows))
-            train = [train[i] for i in picked]
-        else:
-            train = train[: data.train_rows]
-    splits["train"] = train
-    if "validation" in splits and data.validation_rows:
-        splits["validation"] = splits["validation"][: data.validation_rows]
-    if "test" in splits and data.test_rows:
-        splits["test"] = splits["test"][: data.test_rows]
-    return Prepared(splits, rejects)
-
-
-def load_chats(path: Path, data: DataConfig, task: TaskConfig) -> tuple[list[Chat], list[Reject]]:
-    rows, rejects, columns = read_rows(path)
-    fmt = ChatFormat(
-        kind=detect_format(path, columns, data.format, data.prompt_template),
+def load_records(spec: str | Path | ParallelFiles, data: DataConfig, reader: str | None = None) -> Loaded:
+    """Read one source and turn its rows into typed records (rejecting, not losing, the rows that cannot be)."""
+    if isinstance(spec, ParallelFiles):
+        rows, rejects, columns = read_parallel(spec.source, spec.target)
+        if not rows:
+            raise DataError(f"{spec.source}, {spec.target}: no line-aligned rows")
+        spec = spec.source
+    else:
+        rows, rejects, columns = read_rows(spec, reader or (None if data.reader == "auto" else data.reader))
+    kind = detect_format(spec, rows, data.format, data.prompt_template, data.columns)
+    fmt = RowFormat(
+        kind=kind,
         prompt_template=data.prompt_template,
         completion_template=data.completion_template,
         label_column=data.label_column,
-        label_names={str(k): v for k, v in data.label_names.items()},
-        system_prompt=task.system_prompt,
+        label_names=dict(data.label_names),
+        columns=dict(data.columns),
     )
-    check_columns(path, columns, fmt)
-    chats, bad = rows_to_chats(path, rows, fmt)
-    if not chats:
-        raise DataError(f"{path}: every row was rejected; first: {bad[0].source}: {bad[0].reason}")
-    return chats, rejects + bad
+    check_columns(spec, columns, fmt)
+    records, bad = rows_to_records(spec, rows, fmt)
+    return Loaded(records, rejects + bad, kind, len(rows) + len(rejects))
+
+
+def prepare_data(data: DataConfig, task: TaskConfig, seed: int) -> Prepared:
+    """Load every configured split as Chat records, cleaned, deduplicated, split, limited and accounted for."""
+    ledger = Ledger()
+    sources = {name: getattr(data, name) for name in SPLITS if getattr(data, name)}
+    splits: dict[str, list[Record]] = {}
+    for name, spec in sources.items():
+        loaded = load_records(spec, data)
+        if loaded.records and isinstance(loaded.records[0], Tagged | Text):
+            kind = type(loaded.records[0]).__name__
+            raise DataError(
+                f"{spec}: rows in format '{loaded.format}' become {kind} records, which the '{task.name}' task cannot "
+                "train on (it needs a prompt and a reply).\n  fix: use chat, instruction, prompt/completion, "
+                "labelled, source/target or preference data, or set data.format / data.columns"
+            )
+        where = f"{spec.source} + {spec.target}" if isinstance(spec, ParallelFiles) else spec
+        ledger.rows_in[f"{name}: {where}"] += loaded.rows_in
+        for reject in loaded.rejects:
+            ledger.reject(reject)
+        records = clean_records(loaded.records, data.clean, ledger)
+        splits[name] = scan_pii(records, data.pii, ledger)
+
+    splits["train"] = dedup_within(splits["train"], data.dedup, ledger)
+    splits.update(hold_out(splits.pop("train"), data, seed))
+    splits = {name: splits[name] for name in SPLITS if name in splits}
+    if data.dedup.across_splits:
+        remove_leaks(splits, sources, data.dedup, ledger)
+    apply_limits(splits, data, seed, ledger)
+
+    labels = {name: Counter(s for r in records if (s := stratum(r)) is not None) for name, records in splits.items()}
+    chats = {name: as_chats(records, data, task, ledger) for name, records in splits.items()}
+    for name in ("train", *data_splits_needed(data)):
+        if not chats.get(name):
+            report = ledger.report(chats, labels)
+            first = f"; first: {ledger.rejects[0].source}: {ledger.rejects[0].reason}" if ledger.rejects else ""
+            raise DataError(
+                f"no {name} rows left after preparation: {report['rows_in']} rows read, "
+                f"dropped by reason {report['dropped']}{first}"
+            )
+    return Prepared(chats, ledger.rejects, ledger.report(chats, labels))
+
+
+def data_splits_needed(data: DataConfig) -> list[str]:
+    return [n for n in ("validation", "test") if getattr(data, n) or getattr(data, f"{n}_fraction") > 0]
+
+
+def clean_records(records: list[Record], cfg: CleanConfig, ledger: Ledger) -> list[Record]:
+    """Apply each enabled cleaning step, counting the rows each one changed; drop rows it empties."""
+    steps = []
+    if cfg.strip_html:
+        steps.append(("html", clean.strip_html))
+    if cfg.unicode != "none":
+        steps.append(("unicode", lambda t: clean.normalize_unicode(t, cfg.unicode)))
+    if cfg.control_chars:
+        steps.append(("control_chars", clean.strip_control))
+    if cfg.whitespace:
+        steps.append(("whitespace", clean.tidy_whitespace))
+    kept = []
+    for record in records:
+        changed: set[str] = set()
+        state = {"size": 0, "emptied": False}
+
+        def _clean(text: str, changed: set[str] = changed, state: dict = state) -> str:
+            was_blank = not text.strip()
+            for name, step in steps:
+                new = step(text)
+                if new != text:
+                    changed.add(name)
+                    text = new
+            state["size"] += len(text)
+            state["emptied"] |= not was_blank and not text.strip()
+            return text
+
+        record = map_text(record, _clean)
+        ledger.changed.update(changed)
+        size = state["size"]
+        problem = None
+        if state["emptied"]:
+            problem = ("empty_after_cleaning", "a text field is empty after cleaning")
+        elif size < cfg.min_chars:
+            problem = ("too_short", f"{size} characters, below data.clean.min_chars={cfg.min_chars}")
+        elif cfg.max_chars is not None and size > cfg.max_chars:
+            problem = ("too_long", f"{size} characters, above data.clean.max_chars={cfg.max_chars}")
+        if problem:
+            ledger.reject(Reject(record.source, problem[1], _excerpt(record), kind=problem[0]))
+        else:
+            kept.append(record)
+    return kept
+
+
+def scan_pii(records: list[Record], cfg: PiiConfig, ledger: Ledger) -> list[Record]:
+    """Count PII per type; in redact mode replace each with its placeholder (``<EMAIL>``)."""
+    if cfg.mode == "off":
+        return records
+    out = []
+    for record in records:
+        found: Counter[str] = Counter()
+
+        def _redact(text: str, found: Counter[str] = found) -> str:
+            new, counts = redact(text, cfg.phone_region)
+            found.update(counts)
+            return new
+
+        redacted = map_text(record, _redact)
+        ledger.pii.update(found)
+        if found:
+            ledger.changed["rows_with_pii"] += 1
+        out.append(redacted if cfg.mode == "redact" else record)
+    if cfg.mode == "redact" and ledger.changed["rows_with_pii"]:
+        ledger.changed["pii_redacted"] = ledger.changed["rows_with_pii"]
+    return out
+
+
+def dedup_within(records: list[Record], cfg: DedupConfig, ledger: Ledger) -> list[Record]:
+    """Drop exact and near duplicates inside the training data, keeping the first occurrence."""
+    if not cfg.exact:
+        return records
+    matches = find_duplicates([dedup_text(r) for r in records], cfg.near, cfg.threshold, cfg.num_perm)
+    drop = set()
+    for m in matches:
+        what = "exact duplicate" if m.kind == "exact" else f"near duplicate (similarity {m.similarity:.2f})"
+        reason = f"{what} of {records[m.of].source}"
+        ledger.reject(Reject(records[m.index].source, reason, _excerpt(records[m.index]), kind=f"{m.kind}_duplicate"))
+        drop.add(m.index)
+    return [r for i, r in enumerate(records) if i not in drop]
+
+
+def hold_out(train: list[Record], data: DataConfig, seed: int) -> dict[str, list[Record]]:
+    """Carve validation/test out of train by hash (stable when rows are added), stratified by label if asked."""
+    fractions = {n: f for n in ("validation", "test") if (f := getattr(data, f"{n}_fraction")) > 0}
+    if not fractions:
+        return {"train": train}
+    keys = [content_hash(dedup_text(r)) for r in train]
+    labels = [stratum(r) for r in train]
+    if data.stratify and any(label is not None for label in labels):
+        names = stratified_splits(keys, labels, seed, fractions)
+    else:
+        names = [assign_split(k, seed, fractions) for k in keys]
+    out: dict[str, list[Record]] = {"train": [], **{n: [] for n in fractions}}
+    for record, name in zip(train, names, strict=True):
+        out[name].append(record)
+    for name, rows in out.items():
+        if not rows:
+            raise DataError(
+                f"holding out data.validation_fraction={data.validation_fraction} / "
+                f"data.test_fraction={data.test_fraction} of {len(train)} training rows leaves no {name} rows"
+            )
+    return out
+
+
+def remove_leaks(splits: dict[str, list[Record]], sources: dict[str, Any], cfg: DedupConfig, ledger: Ledger) -> None:
+    """Drop rows that repeat a row of a later split: validation rows found in test, train rows in either."""
+    order = [n for n in SPLITS if n in splits]
+    for i, name in enumerate(order[:-1]):
+        for other in order[i + 1 :]:
+            if name in sources and sources.get(name) == sources.get(other):
+                ledger.notes.append(f"{name} and {other} are the same file; the leak check between them is skipped")
+                continue
+            records = splits[name]
+            matches = find_overlap(
+                [dedup_text(r) for r in records],
+                [dedup_text(r) for r in splits[other]],
+                cfg.near,
+                cfg.threshold,
+                cfg.num_perm,
+            )
+            for m in matches:
+                how = "exact copy" if m.kind == "exact" else f"near copy (similarity {m.similarity:.2f})"
+                ledger.reject(
+                    Reject(
+                        records[m.index].source,
+                        f"{how} of {other} row {splits[other][m.of].source}",
+                        _excerpt(records[m.index]),
+                        kind=f"leak_into_{other}",
+                    )
+                )
+            leaked = {m.index for m in matches}
+            splits[name] = [r for j, r in enumerate(records) if j not in leaked]
+
+
+def apply_limits(splits: dict[str, list[Record]], data: DataConfig, seed: int, ledger: Ledger) -> None:
+    train = splits["train"]
+    if data.train_rows and len(train) > data.train_rows:
+        if data.train_sample == "random":
+            picked = sorted(random.Random(seed).sample(range(len(train)), data.train_rows))
+            splits["train"] = [train[i] for i in picked]
+        else:
+            splits["train"] = train[: data.train_rows]
+        ledger.drop_unlisted("over_train_rows", len(train) - data.train_rows)
+    for name in ("validation", "test"):
+        limit = getattr(data, f"{name}_rows")
+        if name in splits and limit and len(splits[name]) > limit:
+            ledger.drop_unlisted(f"over_{name}_rows", len(splits[name]) - limit)
+            splits[name] = splits[name][:limit]
+
+
+def as_chats(records: list[Record], data: DataConfig, task: TaskConfig, ledger: Ledger) -> list[Chat]:
+    chats = []
+    for record in records:
+        try:
+            chats.append(to_chat(record, data.label_names, task.system_prompt))
+        except RowError as exc:
+            ledger.reject(Reject(record.source, str(exc), _excerpt(record), kind=exc.kind))
+    return chats
+
+
+def dedup_text(record: Record) -> str:
+    """What duplicates are compared on: every text of the record (and its label, so relabelled rows differ)."""
+    if "content" in record.meta:  # a template row: its values, not the shared template text
+        return record.meta["content"]
+    label = stratum(record)
+    return "\n".join(texts(record)) + (f"\n{label}" if label is not None else "")
+
+
+def _excerpt(record: Record) -> str:
+    text = " | ".join(texts(record))
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def write_prepared(prepared: Prepared, out_dir: Path) -> None:
@@ -83,11 +293,3 @@ def write_prepared(prepared: Prepared, out_dir: Path) -> None:
         write_jsonl(out_dir / f"{name}.jsonl", (c.to_dict() for c in chats))
     write_jsonl(out_dir / "rejects.jsonl", (r.to_dict() for r in prepared.rejects))
     write_json(out_dir / "report.json", prepared.report())
-
-
-def _count_reasons(rejects: list[Reject]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for reject in rejects:
-        kind = reject.reason.split(":")[0]
-        counts[kind] = counts.get(kind, 0) + 1
-    return counts
