@@ -1,33 +1,161 @@
-"""Make a loaded model trainable by the configured method: full fine-tuning or a LoRA adapter (peft)."""
+"""Make a loaded model trainable by the configured method, save what it trained, and load it back.
+
+peft methods (lora, qlora, prefix, prompt, ia3) are saved as peft adapters; freeze, full and prune save the whole
+model (prune with LoRA merges the adapter into the smaller model); ``adapter`` saves only its bottleneck layers.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 from tunesmith.config import MethodConfig
+from tunesmith.errors import ConfigError
+
+PEFT_METHODS = ("lora", "qlora", "prefix", "prompt", "ia3")
+VIRTUAL_TOKEN_METHODS = ("prefix", "prompt")  # their virtual tokens cannot sit inside a packed block mask
 
 
-def apply_method(model: Any, method: MethodConfig) -> Any:
-    """Return the model to train: the model itself (full) or a peft model whose only trainable weights are LoRA."""
-    if method.name == "full":
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
+def check_method(method: MethodConfig) -> None:
+    """Reject a method this machine cannot run, before any model loads."""
+    if method.name != "qlora":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "method.name is 'qlora', which needs a CUDA GPU (bitsandbytes 4-bit weights), and none is available.\n"
+            "  fix: use method.name: lora on this machine (same adapter, full-precision base), or run on a GPU"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("method.name is 'qlora' but bitsandbytes is not installed.\n  fix: pip install bitsandbytes")
+
+
+def quantization_config(method: MethodConfig) -> Any | None:
+    """The 4-bit loading settings for qlora; None for every other method."""
+    if method.name != "qlora":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=method.qlora.quant_type,
+        bnb_4bit_use_double_quant=method.qlora.double_quant,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+def supports_packing(method: MethodConfig) -> bool:
+    """Prefix and prompt tuning prepend virtual tokens to each row, so they train on padded batches."""
+    return method.name not in VIRTUAL_TOKEN_METHODS
+
+
+def apply_method(model: Any, method: MethodConfig, tokenizer_path: str | None = None) -> Any:
+    """Return the model to train, with only the method's weights trainable.
+
+    ``tokenizer_path`` is needed by prompt tuning with ``init_text``. A ``prune`` model is expected to be pruned
+    already (see ``tunesmith.models.prune``); here it gets its follow-up method (lora or full).
+    """
+    name = method.prune.then if method.name == "prune" else method.name
+    if name == "full":
+        model.requires_grad_(True)
         return model
-    from peft import LoraConfig, get_peft_model
+    if name == "freeze":
+        from tunesmith.models.freeze import freeze_model
 
-    lora = method.lora
-    config = LoraConfig(
+        return freeze_model(model, method.freeze)
+    if name == "adapter":
+        from tunesmith.models.bottleneck import adapter_model
+
+        return adapter_model(model, method.adapter)
+    from peft import get_peft_model
+
+    if name == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, _peft_config(name, method, tokenizer_path))
+
+
+def _peft_config(name: str, method: MethodConfig, tokenizer_path: str | None) -> Any:
+    import peft
+
+    if name == "prefix":
+        return peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=method.prefix.num_virtual_tokens)
+    if name == "prompt":
+        prompt = method.prompt
+        text = {}
+        if prompt.init_text:
+            if tokenizer_path is None:
+                raise ConfigError("method.prompt.init_text needs the model's tokenizer; pass tokenizer_path")
+            text = {
+                "prompt_tuning_init": "TEXT",
+                "prompt_tuning_init_text": prompt.init_text,
+                "tokenizer_name_or_path": tokenizer_path,
+            }
+        return peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=prompt.num_virtual_tokens, **text)
+    if name == "ia3":
+        ia3 = method.ia3
+        return peft.IA3Config(
+            task_type="CAUSAL_LM", target_modules=ia3.target_modules, feedforward_modules=ia3.feedforward_modules
+        )
+    lora = method.lora  # lora, qlora, prune then lora
+    return peft.LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
+        use_dora=lora.dora,
+        use_rslora=lora.rslora,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+
+
+def save_model(model: Any, method: MethodConfig, folder: Path) -> Any:
+    """Save the trained model in the method's format to ``folder``; return the model as saved.
+
+    A pruned model trained with LoRA is merged first: the pruned architecture is a model of its own, which then
+    loads in plain transformers like a fully fine-tuned one.
+    """
+    if method.name == "adapter":
+        from tunesmith.models.bottleneck import save_adapters
+
+        save_adapters(model, folder, method.adapter)
+        return model
+    if method.name == "prune" and method.prune.then == "lora":
+        model = model.merge_and_unload()
+    model.save_pretrained(folder, safe_serialization=True)
+    return model
+
+
+def needs_base(method: MethodConfig) -> bool:
+    """Whether the saved model is an addition to the base model (an adapter) rather than whole weights."""
+    return method.name in PEFT_METHODS or method.name == "adapter"
+
+
+def load_trained(method: MethodConfig, folder: Path, base: Any | None) -> Any:
+    """Load what ``save_model`` wrote: adapters onto ``base`` (changed in place), whole models from ``folder``."""
+    if needs_base(method) and base is None:
+        raise ValueError(f"method {method.name!r} saves an adapter; pass the base model it was trained on")
+    if method.name in PEFT_METHODS:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base, str(folder))
+    if method.name == "adapter":
+        from tunesmith.models.bottleneck import load_adapters
+
+        return load_adapters(base, folder)
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True)
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
+    """(trainable, total) parameter counts (peft's count for peft models: it counts 4-bit weights in full)."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total

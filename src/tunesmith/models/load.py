@@ -31,8 +31,11 @@ def load_tokenizer(model: ModelConfig, resolved: ResolvedModel | None = None) ->
     return tokenizer
 
 
-def load_causal_lm(model: ModelConfig, resolved: ResolvedModel | None = None) -> Any:
-    """A causal LM in fp32 (mixed precision is applied by the engine, not by the stored weights)."""
+def load_causal_lm(model: ModelConfig, resolved: ResolvedModel | None = None, quantization: Any | None = None) -> Any:
+    """A causal LM in fp32 (mixed precision is applied by the engine, not by the stored weights).
+
+    ``quantization`` (a transformers quantization config, e.g. 4-bit for qlora) loads the weights quantized.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -45,6 +48,7 @@ def load_causal_lm(model: ModelConfig, resolved: ResolvedModel | None = None) ->
             trust_remote_code=model.trust_remote_code,
             dtype=torch.float32,
             use_safetensors=None if resolved.kind == "hub" else True,
+            **({"quantization_config": quantization} if quantization is not None else {}),
         )
     except OSError as exc:
         raise hub_error(model.name, exc) from None
