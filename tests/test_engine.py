@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.conftest import SST2
 from tunesmith.config import MethodConfig, TrainingConfig
 from tunesmith.data.records import Chat, Message
 from tunesmith.engine.batching import step_micro_batches, steps_per_epoch
-from tunesmith.engine.loop import backward_window, train
+from tunesmith.engine.loop import TaskFns, TrainingError, backward_window, enable_gradient_checkpointing, train
 from tunesmith.models.adapt import apply_method
 from tunesmith.recipes import sft
 
@@ -30,7 +33,15 @@ def sst2_examples(tokenizer, n: int) -> list:
     return [sft.encode(chat, tokenizer, "assistant", 128) for chat in chats]
 
 
-def gradients(model_dir: Path, method: str, split: list[int], examples: list) -> dict[str, torch.Tensor]:
+def gradients(
+    model_dir: Path,
+    method: str,
+    split: list[int],
+    examples: list,
+    pack_len: int | None = None,
+    checkpointing: bool = False,
+) -> tuple[dict[str, torch.Tensor], float]:
+    """Gradients and loss of one optimizer step over ``examples`` split into micro-batches of the given sizes."""
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     model = apply_method(model, MethodConfig(name=method))
@@ -38,18 +49,20 @@ def gradients(model_dir: Path, method: str, split: list[int], examples: list) ->
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 torch.nn.init.normal_(p, std=0.02)
+    if checkpointing:
+        enable_gradient_checkpointing(model)
     model.train()
     for module in model.modules():  # dropout off: the comparison is about arithmetic, not noise
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-    fns = sft.task_fns(AutoTokenizer.from_pretrained(model_dir))
+    fns = sft.task_fns(AutoTokenizer.from_pretrained(model_dir), pack_len)
     batches, start = [], 0
     for size in split:
         batches.append(fns.collate(examples[start : start + size]))
         start += size
     trainable = [p for p in model.parameters() if p.requires_grad]
-    backward_window(model, batches, fns, Accelerator(cpu=True), trainable)
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    loss, _, _ = backward_window(model, batches, fns, Accelerator(cpu=True), trainable)
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}, loss
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
@@ -57,8 +70,8 @@ def test_gradients_match_between_8x1_and_2x4(tiny_model_dir: Path, method: str) 
     examples = sst2_examples(AutoTokenizer.from_pretrained(tiny_model_dir), 8)
     lengths = {len(e.input_ids) for e in examples}
     assert len(lengths) > 3, "the test needs sequences of different lengths"
-    one_batch = gradients(tiny_model_dir, method, [8], examples)
-    accumulated = gradients(tiny_model_dir, method, [2, 2, 2, 2], examples)
+    one_batch, _ = gradients(tiny_model_dir, method, [8], examples)
+    accumulated, _ = gradients(tiny_model_dir, method, [2, 2, 2, 2], examples)
     assert one_batch.keys() == accumulated.keys() and one_batch
     for name, grad in one_batch.items():
         assert torch.allclose(grad, accumulated[name], atol=1e-5, rtol=0), name
@@ -114,3 +127,82 @@ def test_training_is_seeded_and_lowers_the_loss(tiny_model_dir: Path, tmp_path: 
     assert [row["step"] for row in logged] == list(range(1, 13))
     assert logged[-1]["loss"] < logged[0]["loss"]
     assert {"loss", "lr", "tokens_per_s", "grad_norm"} <= logged[0].keys()
+
+
+def poisoned(fns, bad_calls: set[int]):
+    """The sft loss, made NaN on the given calls (1-based): a real non-finite loss in the real loop."""
+    calls = {"n": 0}
+
+    def loss(model, batch):
+        calls["n"] += 1
+        loss_sum, n = fns.loss(model, batch)
+        return (loss_sum * float("nan") if calls["n"] in bad_calls else loss_sum), n
+
+    return TaskFns(fns.collate, fns.count_targets, loss)
+
+
+def test_non_finite_steps_are_skipped_then_the_run_stops(tiny_model_dir: Path, tmp_path: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples = sst2_examples(tokenizer, 16)
+    cfg = TrainingConfig(max_steps=5, batch_size=4, learning_rate=1e-2, save_every=1, keep_checkpoints=9)
+
+    def run(max_bad: int, folder: Path) -> torch.nn.Module:
+        torch.manual_seed(0)
+        model = apply_method(AutoModelForCausalLM.from_pretrained(tiny_model_dir), MethodConfig(name="full"))
+        fns = poisoned(sft.task_fns(tokenizer), {2, 3})  # steps 2 and 3 have a NaN loss
+        limited = cfg.model_copy(update={"max_bad_steps": max_bad})
+        options = {"metrics_path": folder / "metrics.jsonl", "checkpoint_dir": folder / "checkpoints"}
+        with pytest.raises(TrainingError) if max_bad < 2 else contextlib.nullcontext() as failure:
+            train(model, examples, fns, limited, accelerator=Accelerator(cpu=True), **options)
+        if failure is not None:
+            message = str(failure.value)
+            assert "max_bad_steps=1" in message and "step-1" in message and "learning_rate" in message
+        return model
+
+    run(2, tmp_path / "tolerated")
+    rows = [json.loads(line) for line in (tmp_path / "tolerated" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in rows[1:3]] == ["nan", "nan"] and rows[-1]["bad_steps"] == 2
+    assert rows[0]["lr"] == rows[1]["lr"] == rows[2]["lr"] != rows[3]["lr"]  # no scheduler step when skipped
+    saved = sorted(p.name for p in (tmp_path / "tolerated" / "checkpoints").iterdir())
+    assert saved == ["step-1", "step-4", "step-5"]  # only steps that updated the weights are checkpoints
+
+    stopped = run(1, tmp_path / "stopped")
+    assert sorted(p.name for p in (tmp_path / "stopped" / "checkpoints").iterdir()) == ["step-1"]
+    good = load_file(tmp_path / "stopped" / "checkpoints" / "step-1" / "trainable.safetensors")
+    now = dict(stopped.named_parameters())
+    assert good and all(torch.equal(good[k], now[k].detach()) for k in good)  # the NaN steps changed nothing
+
+
+def test_resume_in_process_matches_an_uninterrupted_run(tiny_model_dir: Path, tmp_path: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples = sst2_examples(tokenizer, 20)
+    cfg = TrainingConfig(max_steps=9, batch_size=4, grad_accum=2, learning_rate=3e-3, save_every=3, seed=5)
+
+    def run(folder: Path, resume: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(cfg.seed)
+        model = apply_method(AutoModelForCausalLM.from_pretrained(tiny_model_dir), MethodConfig(name="lora"))
+        fns = sft.task_fns(tokenizer, 64)
+        metrics, checkpoints = folder / "metrics.jsonl", folder / "checkpoints"
+        accelerator = Accelerator(cpu=True)
+        train(
+            model,
+            examples,
+            fns,
+            cfg,
+            accelerator=accelerator,
+            metrics_path=metrics,
+            checkpoint_dir=checkpoints,
+            resume=resume,
+        )
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    straight = run(tmp_path / "a", resume=False)
+    interrupted = tmp_path / "b"
+    run(interrupted, resume=False)
+    shutil.rmtree(interrupted / "checkpoints" / "step-9")  # as if killed after step 7 (LoRA dropout is on)
+    lines = (interrupted / "metrics.jsonl").read_text().splitlines()
+    (interrupted / "metrics.jsonl").write_text("\n".join(lines[:7]) + "\n{torn")
+    resumed = run(interrupted, resume=True)
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    rows = [json.loads(line)["step"] for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    assert rows == list(range(1, 10))

@@ -10,9 +10,11 @@ are split into micro-batches or processes.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,10 @@ import torch
 
 from tunesmith.config import TrainingConfig
 from tunesmith.engine.batching import step_micro_batches, total_steps
+from tunesmith.engine.checkpoint import checkpoints, load_checkpoint, save_checkpoint, trainable_parameters
 from tunesmith.engine.progress import StepProgress
 from tunesmith.errors import TunesmithError
-from tunesmith.io import append_jsonl
+from tunesmith.io import append_jsonl, atomic_dir, write_jsonl
 
 Batch = dict[str, torch.Tensor]
 
@@ -60,7 +63,48 @@ def make_accelerator(precision: str) -> Any:
 
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    return Accelerator(mixed_precision="no" if precision == "fp32" else precision)
+    # On a machine without an accelerator, cpu=True is what makes `accelerate launch` processes form a gloo group.
+    cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    return Accelerator(mixed_precision="no" if precision == "fp32" else precision, cpu=cpu)
+
+
+@contextlib.contextmanager
+def neftune(model: Any, alpha: float | None) -> Iterator[None]:
+    """NEFTune (Jain et al., 2023): noise on the input embeddings in training mode only, removed afterwards.
+
+    Scale alpha / sqrt(L * d) with L the row length, as in the paper and transformers' Trainer (for packed rows,
+    L is the row's length, not each example's).
+    """
+    if not alpha:
+        yield
+        return
+    embeddings = getattr(model, "module", model).get_input_embeddings()
+
+    def add_noise(module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        if not module.training:
+            return output
+        scale = alpha / math.sqrt(output.size(1) * output.size(2))
+        return output + torch.empty_like(output).uniform_(-scale, scale)
+
+    handle = embeddings.register_forward_hook(add_noise)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute activations in backward (non-reentrant: works with frozen embeddings and LoRA, keeps RNG)."""
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name is deprecated there)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+    else:
+        raise TrainingError("training.gradient_checkpointing: this model does not support gradient checkpointing")
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "use_cache"):
+        config.use_cache = False
 
 
 def build_optimizer(model: Any, cfg: TrainingConfig) -> torch.optim.Optimizer:
@@ -75,8 +119,12 @@ def build_optimizer(model: Any, cfg: TrainingConfig) -> torch.optim.Optimizer:
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainingConfig, steps: int) -> Any:
     from transformers import get_scheduler
 
-    name = "constant_with_warmup" if cfg.scheduler == "constant" else cfg.scheduler
     warmup = math.floor(cfg.warmup_ratio * steps)
+    if cfg.scheduler == "warmup-stable-decay":
+        decay = min(max(1, round(cfg.decay_ratio * steps)), steps - warmup)
+        extra = {"num_decay_steps": decay}
+        return get_scheduler("warmup_stable_decay", optimizer, warmup, steps, scheduler_specific_kwargs=extra)
+    name = "constant_with_warmup" if cfg.scheduler == "constant" else cfg.scheduler
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=steps)
 
 
@@ -89,11 +137,36 @@ def train(
     accelerator: Any,
     metrics_path: Path | None = None,
     val_examples: Sequence[Any] | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
 ) -> TrainSummary:
-    """Train ``model`` in place for the configured number of optimizer steps."""
+    """Train ``model`` in place for the configured number of optimizer steps.
+
+    With ``checkpoint_dir`` and ``cfg.save_every``, checkpoints are written there; with ``resume``, training
+    continues from the newest one exactly as if it had never stopped (same batches, RNG, optimizer state).
+    """
     from accelerate.utils import set_seed
 
+    check_distributed(accelerator, checkpointing=checkpoint_dir is not None and (bool(cfg.save_every) or resume))
     set_seed(cfg.seed)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    with neftune(model, cfg.neftune_alpha):
+        return _train(model, train_examples, fns, cfg, accelerator, metrics_path, val_examples, checkpoint_dir, resume)
+
+
+def _train(
+    model: Any,
+    train_examples: Sequence[Any],
+    fns: TaskFns,
+    cfg: TrainingConfig,
+    accelerator: Any,
+    metrics_path: Path | None,
+    val_examples: Sequence[Any] | None,
+    checkpoint_dir: Path | None,
+    resume: bool,
+) -> TrainSummary:
+    """The loop proper: optimizer, scheduler, resume, steps, logging, evaluation, checkpoints."""
     world, rank = accelerator.num_processes, accelerator.process_index
     per_step = cfg.batch_size * cfg.grad_accum * world
     n_steps = total_steps(len(train_examples), per_step, cfg.epochs, cfg.max_steps)
@@ -103,10 +176,14 @@ def train(
     model, optimizer = accelerator.prepare(model, optimizer)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
+    state, stopper = _TrainState(), EarlyStopping(cfg.early_stopping_patience)
+    if resume and checkpoint_dir is not None and (found := checkpoints(checkpoint_dir)):
+        state = _resume(found[-1][1], model, optimizer, scheduler, accelerator, stopper, metrics_path)
     progress = StepProgress(n_steps, enabled=accelerator.is_main_process)
-    started, tokens, loss_value, val_loss = time.perf_counter(), 0, float("nan"), None
+    started, elapsed_before = time.perf_counter(), state.elapsed
+    loss_value, val_loss = float("nan"), None
     model.train()
-    for step in range(n_steps):
+    for step in range(state.step, n_steps):
         micro_batches = step_micro_batches(
             len(train_examples),
             step,
@@ -118,47 +195,191 @@ def train(
         )
         batches = [fns.collate([train_examples[i] for i in idx]) if idx else None for idx in micro_batches]
         loss_value, window_targets, window_tokens = backward_window(model, batches, fns, accelerator, trainable)
-        tokens += window_tokens
-        if not math.isfinite(loss_value):
-            raise TrainingError(
-                f"loss is {loss_value} at step {step + 1}; lower training.learning_rate or check the data"
-            )
+        state.tokens += window_tokens
         grad_norm = None
-        if cfg.max_grad_norm:
+        if math.isfinite(loss_value) and cfg.max_grad_norm:
             grad_norm = float(accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm))
-        optimizer.step()
-        scheduler.step()
+        good = math.isfinite(loss_value) and (grad_norm is None or math.isfinite(grad_norm))
+        if good:
+            optimizer.step()
+            scheduler.step()
+        else:
+            state.bad_steps += 1
+            _check_bad_steps(state, step, loss_value, cfg, accelerator)
         optimizer.zero_grad(set_to_none=True)
+        state.step = step + 1
 
-        elapsed = time.perf_counter() - started
+        state.elapsed = elapsed_before + time.perf_counter() - started
         lr = scheduler.get_last_lr()[0]
-        row: dict[str, Any] = {
-            "step": step + 1,
-            "loss": round(loss_value, 6),
-            "lr": lr,
-            "targets": window_targets,
-            "tokens_per_s": round(tokens / elapsed, 1),
-            "elapsed_s": round(elapsed, 2),
-        }
-        if grad_norm is not None:
-            row["grad_norm"] = round(grad_norm, 6)
+        row = _metrics_row(state, loss_value, lr, window_targets, grad_norm)
         if val_examples and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == n_steps):
             val_loss = evaluate_loss(model, val_examples, fns, cfg.batch_size, accelerator)
             row["val_loss"] = round(val_loss, 6)
             model.train()
+            if stopper.update(val_loss, step + 1, model, accelerator, checkpoint_dir):
+                row["early_stop"] = (
+                    f"no improvement in {stopper.patience} evaluations; best at step {stopper.best_step}"
+                )
         should_log = (step + 1) % cfg.log_every == 0 or "val_loss" in row or step + 1 == n_steps
         if metrics_path is not None and accelerator.is_main_process and should_log:
             append_jsonl(metrics_path, row)
-        progress.update(step + 1, loss=loss_value, lr=lr, tokens_per_s=tokens / elapsed, val_loss=row.get("val_loss"))
+        if good and checkpoint_dir is not None and cfg.save_every and (step + 1) % cfg.save_every == 0:
+            info = {"tokens": state.tokens, "bad_steps": state.bad_steps, "elapsed_s": state.elapsed, **stopper.info()}
+            state.last_checkpoint = save_checkpoint(
+                checkpoint_dir, step + 1, model, optimizer, scheduler, accelerator, info, cfg.keep_checkpoints
+            )
+        progress.update(
+            step + 1, loss=loss_value, lr=lr, tokens_per_s=state.tokens / state.elapsed, val_loss=row.get("val_loss")
+        )
+        if "early_stop" in row:
+            break
     progress.close()
+    val_loss = stopper.restore_best(model, accelerator, val_loss)
     accelerator.wait_for_everyone()
-    return TrainSummary(n_steps, loss_value, val_loss, tokens, time.perf_counter() - started)
+    return TrainSummary(state.step, loss_value, val_loss, state.tokens, state.elapsed)
+
+
+def _resume(
+    path: Path,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    accelerator: Any,
+    stopper: EarlyStopping,
+    metrics: Path | None,
+) -> _TrainState:
+    """Load a checkpoint into the live objects and return the loop's counters as they were when it was saved."""
+    resumed = load_checkpoint(path, model, optimizer, scheduler, accelerator)
+    info = resumed.info
+    stopper.load(info, path.parent)
+    if metrics is not None and accelerator.is_main_process:
+        _truncate_metrics(metrics, resumed.step)
+    return _TrainState(resumed.step, info["tokens"], info["bad_steps"], info["elapsed_s"], resumed.path)
+
+
+def _metrics_row(state: _TrainState, loss: float, lr: float, targets: int, grad_norm: float | None) -> dict[str, Any]:
+    """One line of metrics.jsonl; non-finite numbers are written as text so the file stays valid JSON."""
+
+    def number(value: float, digits: int) -> float | str:
+        return round(value, digits) if math.isfinite(value) else str(value)
+
+    row: dict[str, Any] = {
+        "step": state.step,
+        "loss": number(loss, 6),
+        "lr": lr,
+        "targets": targets,
+        "tokens_per_s": round(state.tokens / max(state.elapsed, 1e-9), 1),
+        "elapsed_s": round(state.elapsed, 2),
+    }
+    if grad_norm is not None:
+        row["grad_norm"] = number(grad_norm, 6)
+    if state.bad_steps:
+        row["bad_steps"] = state.bad_steps
+    return row
+
+
+def check_distributed(accelerator: Any, checkpointing: bool) -> None:
+    """Refuse setups the engine does not handle correctly yet, rather than train them wrongly."""
+    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
+    if kind == "DEEPSPEED":
+        # DeepSpeed steps and divides the loss by its own accumulation count inside backward(), which would
+        # break the engine's token normalisation over the whole window; not verified yet, so refused.
+        raise TrainingError(
+            "DeepSpeed is not supported by the tunesmith engine yet (its internal gradient accumulation would "
+            "change the loss normalisation); use configs/accelerate/ddp.yaml or fsdp.yaml"
+        )
+    if kind == "FSDP" and checkpointing:
+        raise TrainingError(
+            "training.save_every and --resume support single-process and DDP runs; under FSDP the optimizer is "
+            "sharded. Remove training.save_every (the final model is still saved) or use DDP"
+        )
+
+
+class EarlyStopping:
+    """Patience on the validation loss; keeps the best trainable weights (in memory, and on disk for resume)."""
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience = patience
+        self.best, self.best_step, self.waited = math.inf, 0, 0
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    def update(self, val_loss: float, step: int, model: Any, accelerator: Any, folder: Path | None) -> bool:
+        """Record an evaluation; True when the run should stop."""
+        if not self.patience:
+            return False
+        if val_loss < self.best:
+            self.best, self.best_step, self.waited = val_loss, step, 0
+            inner = accelerator.unwrap_model(model)
+            self.weights = {n: p.detach().cpu().clone() for n, p in trainable_parameters(inner)}
+            if folder is not None and accelerator.is_main_process:
+                from safetensors.torch import save_file
+
+                with atomic_dir(folder / "best") as tmp:
+                    save_file(self.weights, str(tmp / "trainable.safetensors"))
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+    def info(self) -> dict[str, Any]:
+        return {"best_val_loss": self.best, "best_step": self.best_step, "evals_without_gain": self.waited}
+
+    def load(self, info: dict[str, Any], folder: Path | None) -> None:
+        """Restore the counters (and best weights) saved with a checkpoint."""
+        if not self.patience or "best_step" not in info:
+            return
+        self.best, self.best_step, self.waited = info["best_val_loss"], info["best_step"], info["evals_without_gain"]
+        if folder is not None and (folder / "best" / "trainable.safetensors").is_file():
+            from safetensors.torch import load_file
+
+            self.weights = load_file(str(folder / "best" / "trainable.safetensors"))
+
+    def restore_best(self, model: Any, accelerator: Any, val_loss: float | None) -> float | None:
+        """Put the best weights back into the model; return the validation loss that goes with them."""
+        if not self.patience or self.weights is None:
+            return val_loss
+        with torch.no_grad():
+            for name, param in trainable_parameters(accelerator.unwrap_model(model)):
+                param.copy_(self.weights[name].to(param.device))
+        return self.best
+
+
+@dataclass
+class _TrainState:
+    """What a checkpoint carries besides weights, optimizer, scheduler and RNG."""
+
+    step: int = 0
+    tokens: int = 0
+    bad_steps: int = 0
+    elapsed: float = 0.0
+    last_checkpoint: Path | None = None
+
+
+def _check_bad_steps(state: _TrainState, step: int, loss: float, cfg: TrainingConfig, accelerator: Any) -> None:
+    """A non-finite step was skipped; stop the run once more than ``cfg.max_bad_steps`` were."""
+    if accelerator.is_main_process:
+        print(f"step {step + 1}: non-finite loss or gradient ({loss}); skipped, no update", file=sys.stderr)
+    if state.bad_steps <= cfg.max_bad_steps:
+        return
+    last = state.last_checkpoint
+    kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved"
+    raise TrainingError(
+        f"training stopped at step {step + 1}: {state.bad_steps} steps had a non-finite loss or gradient, more than "
+        f"training.max_bad_steps={cfg.max_bad_steps}; {kept}.\n"
+        "  fix: lower training.learning_rate, keep training.max_grad_norm set, use precision fp32, or check the data"
+    )
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric rows written after the checkpoint a run resumes from (they will be written again)."""
+    if path.is_file():
+        rows = [r for r in read_jsonl_tolerant(path) if r.get("step", 0) <= step]
+        write_jsonl(path, rows)
 
 
 def backward_window(
     model: Any, batches: Sequence[Batch | None], fns: TaskFns, accelerator: Any, trainable: list[torch.Tensor]
 ) -> tuple[float, int, int]:
-    """Accumulate the gradients of one optimizer step; return (mean loss per target, targets, tokens).
+    """Accumulate the gradients of one optimizer step; return (mean loss per target, targets, tokens), all global.
 
     Each micro-batch's summed loss is divided by the targets of the whole window on all processes (times
     the process count, since DDP averages gradients), so the result equals one big batch's gradient.
@@ -180,7 +401,8 @@ def backward_window(
                 tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
                 loss = loss_sum * world / window_targets
             accelerator.backward(loss)
-    return float(_global_sum(accelerator, loss_total)) / max(window_targets, 1), window_targets, tokens
+    totals = _global_sum(accelerator, torch.stack([loss_total, torch.tensor(float(tokens), device=loss_total.device)]))
+    return float(totals[0]) / max(window_targets, 1), window_targets, int(totals[1])
 
 
 @torch.no_grad()
@@ -197,6 +419,15 @@ def evaluate_loss(model: Any, examples: Sequence[Any], fns: TaskFns, batch_size:
         total += loss_sum.detach()
         count += n
     return float(_global_sum(accelerator, total)) / max(int(_global_sum(accelerator, count)), 1)
+
+
+def read_jsonl_tolerant(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines log; a line torn by a kill is skipped."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            rows.append(json.loads(line))
+    return rows
 
 
 def _global_sum(accelerator: Any, value: float | int | torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,144 @@
+"""CPU training speed: tunesmith's engine against a plain Hugging Face Trainer + peft baseline.
+
+Same model (smollm2-135m), LoRA r=16 on all linear layers, same OASST conversations encoded the same way
+(assistant-only labels, truncated to --max-len), same examples per step and the same number of steps. Each
+side runs in its own process so peak RSS is its own. Reports useful (non-padding) tokens/s and peak RSS, and
+their ratios.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/train_speed.py --steps 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "datasets" / "oasst_en_100" / "conversations_messages.jsonl"
+
+
+def load_examples(tokenizer: object, max_len: int, n: int) -> list:
+    from tunesmith.data.records import Chat, Message
+    from tunesmith.data.render import encode_chat
+
+    rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+    chats = [Chat([Message(m["role"], m["content"]) for m in row["messages"]]) for row in rows[:n]]
+    return [e for e in (encode_chat(c, tokenizer, "assistant", max_len) for c in chats) if e.n_targets > 0]
+
+
+def model_and_tokenizer() -> tuple[object, object]:
+    import torch
+
+    from tunesmith.config import MethodConfig, ModelConfig
+    from tunesmith.models.adapt import apply_method
+    from tunesmith.models.load import load_causal_lm, load_tokenizer
+
+    model_cfg = ModelConfig(name="smollm2-135m")
+    tokenizer = load_tokenizer(model_cfg)
+    torch.manual_seed(0)
+    model = apply_method(load_causal_lm(model_cfg), MethodConfig(name="lora"))
+    return model, tokenizer
+
+
+def run_tunesmith(args: argparse.Namespace) -> dict:
+    from accelerate import Accelerator
+
+    from tunesmith.config import TrainingConfig
+    from tunesmith.engine.loop import train
+    from tunesmith.recipes import sft
+
+    model, tokenizer = model_and_tokenizer()
+    examples = load_examples(tokenizer, args.max_len, args.examples)
+    cfg = TrainingConfig(
+        max_steps=args.steps, batch_size=args.batch, learning_rate=2e-4, max_seq_len=args.max_len, scheduler="constant"
+    )
+    fns = sft.task_fns(tokenizer, pack_len=args.max_len)
+    started = time.perf_counter()
+    summary = train(model, examples, fns, cfg, accelerator=Accelerator(cpu=True))
+    seconds = time.perf_counter() - started
+    return {"useful_tokens": summary.tokens, "seconds": seconds}
+
+
+def run_hf(args: argparse.Namespace) -> dict:
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    model, tokenizer = model_and_tokenizer()
+    examples = load_examples(tokenizer, args.max_len, args.examples)
+    dataset = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+    counted = {"tokens": 0}
+
+    def collate(rows: list[dict]) -> dict:
+        """Right-pad to the longest in the batch (what DataCollatorForSeq2Seq does), counting real tokens."""
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+        labels = torch.full((len(rows), width), -100)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
+            labels[i, : len(r["labels"])] = torch.tensor(r["labels"])
+            mask[i, : len(r["input_ids"])] = 1
+        counted["tokens"] += int(mask.sum())
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    training_args = TrainingArguments(
+        output_dir=str(Path(args.tmp) / "hf"),
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch,
+        learning_rate=2e-4,
+        lr_scheduler_type="constant",
+        logging_steps=1000,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        seed=42,
+    )
+    trainer = Trainer(model=model, args=training_args, train_dataset=dataset, data_collator=collate)
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    return {"useful_tokens": counted["tokens"], "seconds": seconds}
+
+
+def child(args: argparse.Namespace) -> None:
+    result = run_tunesmith(args) if args.which == "tunesmith" else run_hf(args)
+    result["tokens_per_s"] = result["useful_tokens"] / result["seconds"]
+    result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--max-len", type=int, default=512)
+    parser.add_argument("--examples", type=int, default=100)
+    parser.add_argument("--which", choices=["both", "tunesmith", "hf"], default="both")
+    parser.add_argument("--tmp", default="/tmp/tunesmith-bench")
+    args = parser.parse_args()
+    if args.which != "both":
+        child(args)
+        return
+    results = {}
+    for which in ("hf", "tunesmith"):
+        command = [sys.executable, __file__, *sys.argv[1:], "--which", which]
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        results[which] = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
+    hf, ts = results["hf"], results["tunesmith"]
+    print(json.dumps(results, indent=2))
+    machine = platform.processor() or platform.machine()
+    print(f"machine: {machine}, {platform.system()}, python {platform.python_version()}")
+    print(f"tokens/s ratio (tunesmith / HF Trainer + peft): {ts['tokens_per_s'] / hf['tokens_per_s']:.2f}x")
+    print(f"peak RSS ratio (tunesmith / HF Trainer + peft): {ts['peak_rss_gib'] / hf['peak_rss_gib']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
