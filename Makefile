@@ -10,13 +10,18 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check $(if $(WHEELS
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: quickstart test lint install clean
+.PHONY: quickstart test lint install clean browser
 
 quickstart: $(VENV)/.installed
 	$(BIN)/tunesmith run examples/quickstart.yaml
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev browser
+	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The report test renders report.html in a real headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

@@ -115,3 +115,6 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
     exe = Path(sys.executable).with_name("tunesmith")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+from tests.shipping import eos_model_dir, tuned_run_dir  # noqa: E402, F401  (fixtures shared by the shipping tests)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score, precision_score, recall_score
+from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
 from tunesmith.metrics.bias import counterfactual, flip_rate
-from tunesmith.metrics.classification import classification_details, classification_metrics
+from tunesmith.metrics.classification import (
+    classification_details,
+    classification_metrics,
+    expected_calibration_error,
+    probability_metrics,
+)
 from tunesmith.metrics.compare import compare, mcnemar_test
 from tunesmith.metrics.errors import error_analysis
 from tunesmith.metrics.text import exact_match, extract_label, token_f1
@@ -134,3 +139,25 @@ def test_error_analysis_by_class_length_and_confidence() -> None:
     assert [b["words"] for b in result["per_length"]] == ["0-10", "11-20", "21-40", "41+"]
     assert [b["errors"] for b in result["per_length"]] == [0, 1, 0, 1]
     assert [e["confidence"] for e in result["most_confident_errors"]] == [0.95, 0.6]
+
+
+def test_probability_metrics_match_sklearn_and_a_hand_computed_ece() -> None:
+    gold = ["positive", "negative", "positive", "negative"]
+    probs = [[0.2, 0.8], [0.9, 0.1], [0.6, 0.4], [0.3, 0.7]]  # columns: negative, positive
+    metrics = probability_metrics(probs, gold, LABELS)
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score([1, 0, 1, 0], [0.8, 0.1, 0.4, 0.7]))
+    assert metrics["constrained_accuracy"] == 0.5
+    # bins: 0.8 right, 0.9 right, 0.6 wrong, 0.7 wrong -> |1-0.8|+|1-0.9|+|0-0.6|+|0-0.7| over 4 rows
+    assert metrics["ece"] == pytest.approx((0.2 + 0.1 + 0.6 + 0.7) / 4)
+    assert expected_calibration_error(np.array([0.95, 0.95]), np.array([True, True])) == pytest.approx(0.05)
+
+
+def test_compare_survives_resamples_where_a_metric_is_undefined() -> None:
+    from tunesmith.recipes import sft
+
+    refs = ["positive", "negative", "positive"]
+    base = [sft.Reply("negative", 0.5, [0.5, 0.5])] * 3
+    tuned = [sft.Reply(r, 0.9, [0.1, 0.9] if r == "positive" else [0.9, 0.1]) for r in refs]
+    stats = compare(lambda p, r: sft.score(p, r, LABELS), base, tuned, refs, n_resamples=200)
+    assert stats["roc_auc"]["delta"] == pytest.approx(0.5)  # ROC-AUC is undefined on one-class resamples
+    assert stats["accuracy"]["delta"] == pytest.approx(2 / 3)

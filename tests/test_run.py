@@ -34,9 +34,19 @@ def test_run_prepares_trains_evaluates_and_saves(tiny_model_dir: Path, tmp_path:
     assert {"input", "reference", "base", "tuned"} <= set(predictions[0])
     assert predictions[0]["reference"] in ("positive", "negative")
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 3
-    assert "accuracy" in result.stdout  # the result table
+    assert "accuracy" in result.stdout and "95% CI" in result.stdout  # the result table
+    comparison = json.loads((run_dir / "eval" / "comparison.json").read_text())
+    assert comparison["accuracy"]["test"] == "mcnemar"
+    low, high = comparison["accuracy"]["ci95"]
+    assert low <= comparison["accuracy"]["delta"] <= high
+    analysis = json.loads((run_dir / "eval" / "analysis.json").read_text())
+    assert sum(map(sum, analysis["tuned"]["details"]["confusion_matrix"]["matrix"])) == 12
+    assert analysis["forgetting"]["rows"] == 24 and analysis["forgetting"]["base_perplexity"] > 1
+    assert set(json.loads((run_dir / "eval" / "baselines.json").read_text())) == {"base_3_shot", "majority_class"}
+    assert "forgetting: perplexity on general chat" in result.stdout
     state = json.loads((run_dir / "state.json").read_text())
-    assert list(state["stages"]) == ["prepare", "train", "evaluate"]
+    assert list(state["stages"]) == ["prepare", "train", "evaluate", "report"]
+    assert (run_dir / "report.html").is_file()
 
     again = run_cli("run", str(config))
     assert again.returncode == 0 and "already complete" in again.stderr
@@ -182,3 +192,24 @@ def test_quickstart_at_reduced_size_beats_the_base_model(tmp_path: Path) -> None
     metrics = json.loads((tmp_path / "quickstart" / "eval" / "metrics.json").read_text())
     assert metrics["tuned"]["accuracy"] > metrics["base"]["accuracy"]
     assert metrics["tuned"]["invalid_rate"] < 0.05
+
+
+def test_eval_on_another_file_and_split(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = write_tiny_config(
+        tmp_path, tiny_model_dir, data={"validation_fraction": 0.25},
+        eval={"max_new_tokens": 3, "batch_size": 6, "few_shot": 0, "forgetting": False, "bias_probe": False},
+    )  # fmt: skip
+    assert run_cli("run", str(config)).returncode == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    extra = tmp_path / "extra.tsv"
+    extra.write_text("sentence\tlabel\na fine film\t1\na dull film\t0\nbroken row\t7\n")
+    result = run_cli("eval", str(run_dir), "--data", str(extra))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((run_dir / "eval-extra" / "metrics.json").read_text())
+    assert set(metrics) == {"base", "tuned"}
+    assert len((run_dir / "eval-extra" / "predictions.jsonl").read_text().splitlines()) == 2
+    rejects = [json.loads(line) for line in (run_dir / "eval-extra" / "rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == 1 and rejects[0]["source"].endswith("extra.tsv:4")
+    result = run_cli("eval", str(config), "--split", "validation")
+    assert result.returncode == 0, result.stderr
+    assert (run_dir / "eval-validation" / "metrics.json").is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tunesmith.cli_data import data_app
 from tunesmith.config import load_config
 from tunesmith.errors import TunesmithError
 
@@ -22,11 +24,13 @@ app = typer.Typer(
 )
 config_app = typer.Typer(no_args_is_help=True, help="Inspect run configurations.")
 app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 ConfigArg = typer.Argument(..., exists=False, help="Run configuration (YAML).")
 SetOpt = typer.Option([], "--set", "-s", help="Override a config key: --set training.learning_rate=1e-4 (repeatable).")
+ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted training from its newest checkpoint.")
 
 
 @app.command()
@@ -34,13 +38,14 @@ def run(
     config: Path = ConfigArg,
     overrides: list[str] = SetOpt,
     force: bool = typer.Option(False, "--force", help="Start the run over even if it finished."),
+    resume: bool = ResumeOpt,
 ) -> None:
     """Run every stage: prepare -> train -> evaluate; print base vs tuned metrics."""
     from tunesmith.run import Run
 
-    metrics = Run.from_file(config, overrides).run(force=force)
-    if metrics:
-        print_metrics(metrics)
+    run_ = Run.from_file(config, overrides)
+    if run_.run(force=force, resume=resume):
+        print_evaluation(run_.dir.eval)
 
 
 @app.command()
@@ -50,19 +55,133 @@ def prepare(config: Path = ConfigArg, overrides: list[str] = SetOpt) -> None:
 
 
 @app.command()
-def train(config: Path = ConfigArg, overrides: list[str] = SetOpt) -> None:
+def train(config: Path = ConfigArg, overrides: list[str] = SetOpt, resume: bool = ResumeOpt) -> None:
     """Train (preparing the data first if needed) and save the model."""
-    _stage(config, overrides, "prepare", "train")
+    _stage(config, overrides, "prepare", "train", resume=resume)
 
 
 @app.command("eval")
-def evaluate(config: Path = ConfigArg, overrides: list[str] = SetOpt) -> None:
-    """Evaluate the trained model and the base model on the test split."""
+def evaluate(
+    targets: list[Path] = typer.Argument(..., help="A run (its directory or config file); several with --ensemble."),
+    split: str = typer.Option("test", "--split", help="Prepared split to evaluate on: test or validation."),
+    data: Path | None = typer.Option(None, "--data", help="Evaluate on this file instead (read like the run's data)."),
+    ensemble: bool = typer.Option(False, "--ensemble", help="Evaluate the ensemble of the given (evaluated) runs."),
+    soup: str | None = typer.Option(
+        None, "--soup", help="With --ensemble: also merge LoRA adapters: linear|ties|dare."
+    ),
+) -> None:
+    """Evaluate base and tuned model (or an ensemble of runs) and print the comparison."""
+    if ensemble:
+        from tunesmith.ensemble import ensemble_runs
+
+        runs = [open_run(t) for t in targets]
+        out_dir = runs[0].dir.root.parent / ("ensemble-" + "+".join(r.dir.root.name for r in runs))
+        print_table("Ensemble on the test split", ensemble_runs(runs, out_dir, soup))
+        err.print(f"written to {out_dir}")
+        return
+    if len(targets) != 1:
+        raise TunesmithError("eval takes one run, or several with --ensemble")
+    run_ = open_run(targets[0])
+    if data is not None:
+        out_dir = run_.evaluate_file(data)
+    else:
+        run_.evaluate() if split == "test" else run_.evaluate_split(split)
+        out_dir = run_.dir.eval if split == "test" else run_.dir.root / f"eval-{split}"
+    print_evaluation(out_dir)
+    err.print(f"written to {out_dir}")
+
+
+@app.command()
+def report(config: Path = ConfigArg, overrides: list[str] = SetOpt) -> None:
+    """Write the run's self-contained report.html (config, data, training curves, evaluation)."""
     from tunesmith.run import Run
 
     run_ = Run.from_file(config, overrides)
     run_.open()
-    print_metrics(run_.evaluate())
+    run_.report()
+
+
+RunArg = typer.Argument(..., help="A trained run: its directory (runs/<name>) or the config file that made it.")
+
+
+@app.command()
+def export(
+    run_path: Path = RunArg,
+    out_dir: Path = typer.Option(..., "--out", help="Folder to create (must not exist)."),
+    merge: bool = typer.Option(False, "--merge", help="Merge a LoRA adapter into the base weights."),
+    dtype: str = typer.Option("fp32", "--dtype", help="Weight dtype of the export: fp32, bf16 or fp16."),
+    gguf: str | None = typer.Option(None, "--gguf", help="Also write a GGUF file (f16 or q8_0; llama family)."),
+) -> None:
+    """Export a trained run (adapter, or merged with --merge), verified against the run's model, with a model card."""
+    from tunesmith.export import export_run
+
+    result = export_run(open_run(run_path), out_dir, merge=merge, dtype=dtype, gguf=gguf)
+    err.print(
+        f"[green]exported[/] {result.kind} model ({result.dtype}) to {result.out}; loaded back and compared: "
+        f"max |logit difference| {result.max_logit_diff:.2e}" + (f"; GGUF {result.gguf}" if result.gguf else "")
+    )
+
+
+@app.command()
+def serve(
+    run_paths: list[Path] = typer.Argument(..., help="Trained runs to serve (directories or config files)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default serves this machine only."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    api_key: str | None = typer.Option(
+        None, "--api-key", envvar="TUNESMITH_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1/*."
+    ),
+    max_tokens: int = typer.Option(512, "--max-tokens", min=1, help="Largest max_tokens a request may ask for."),
+    max_body_bytes: int = typer.Option(1_048_576, "--max-body-bytes", min=1, help="Largest request body accepted."),
+) -> None:
+    """Serve runs over an OpenAI-compatible HTTP API; each run is a model id (its run name)."""
+    from tunesmith.server import serve as serve_runs
+
+    serve_runs([open_run(p) for p in run_paths], host, port, api_key, max_tokens, max_body_bytes)
+
+
+@app.command()
+def predict(
+    run_path: Path = RunArg,
+    input_path: Path = typer.Option(..., "--input", help="Rows to answer: JSONL, JSON, CSV or TSV."),
+    output_path: Path = typer.Option(..., "--output", help="JSONL file of predictions; rows already in it are kept."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Default: the run's eval.batch_size."),
+    max_new_tokens: int | None = typer.Option(
+        None, "--max-new-tokens", min=1, help="Default: the run's eval.max_new_tokens."
+    ),
+) -> None:
+    """Greedy predictions for every row of a file; rerun the same command to resume after an interruption."""
+    from tunesmith.predict import predict_file
+
+    run_ = open_run(run_path)
+    summary = predict_file(
+        run_,
+        input_path,
+        output_path,
+        batch_size=batch_size or run_.config.eval.batch_size,
+        max_new_tokens=max_new_tokens or run_.config.eval.max_new_tokens,
+    )
+    err.print(
+        f"[green]predict[/]: {summary.written} rows written, {summary.skipped} already done"
+        + (f", {summary.errors} with errors" if summary.errors else "")
+        + f"; {output_path}"
+    )
+
+
+@app.command()
+def chat(
+    run_path: Path = RunArg,
+    system: str | None = typer.Option(None, "--system", help="System prompt (default: the run's task.system_prompt)."),
+    compare: bool = typer.Option(False, "--compare", help="Also answer with the base model, labelled, turn by turn."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, help="Longest reply, in tokens."),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy; higher samples more freely."),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling (with --temperature > 0)."),
+) -> None:
+    """Chat with a trained run in the terminal (streamed replies, history, /reset, /exit)."""
+    from tunesmith.chat import chat_loop
+    from tunesmith.inference import Sampling
+
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+    chat_loop(open_run(run_path), sampling, system=system, compare=compare)
 
 
 @config_app.command("show")
@@ -71,7 +190,7 @@ def config_show(config: Path = ConfigArg, overrides: list[str] = SetOpt) -> None
     out.print(load_config(config, overrides).to_yaml(), end="", highlight=False, markup=False)
 
 
-def _stage(config: Path, overrides: list[str], *stages: str) -> None:
+def _stage(config: Path, overrides: list[str], *stages: str, resume: bool = False) -> None:
     from tunesmith.run import Run
 
     run_ = Run.from_file(config, overrides)
@@ -79,26 +198,67 @@ def _stage(config: Path, overrides: list[str], *stages: str) -> None:
     for stage in stages:
         if run_.dir.is_done(stage):
             err.print(f"[dim]{stage}: already done, skipping[/]")
+        elif stage == "train":
+            run_.train(resume=resume)
         else:
             getattr(run_, stage)()
 
 
-def print_metrics(metrics: dict[str, dict[str, Any]]) -> None:
-    """A table of each metric for the base and the tuned model, with the difference."""
-    table = Table(title="Evaluation on the test split")
-    columns = [name for name in ("base", "tuned") if name in metrics]
+def open_run(path: Path) -> Any:
+    """A trained run from its directory, or from the config file that made it."""
+    from tunesmith.run import Run
+
+    return Run.from_dir(load_config(path).run_dir if path.is_file() else path)
+
+
+def print_table(title: str, columns: dict[str, dict[str, float]]) -> None:
+    """Metrics (rows) of several models (columns)."""
+    table = Table(title=title)
     table.add_column("metric")
     for name in columns:
         table.add_column(name, justify="right")
-    if len(columns) == 2:
-        table.add_column("delta", justify="right")
+    for metric in next(iter(columns.values())):
+        table.add_row(metric, *(f"{c[metric]:.4f}" if metric in c else "-" for c in columns.values()))
+    out.print(table)
+
+
+def print_evaluation(eval_dir: Path) -> None:
+    """Base vs tuned table (delta, 95% CI, p-value, other baselines), then forgetting and bias lines."""
+
+    def load(name: str) -> dict[str, Any]:
+        path = eval_dir / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    metrics, comparison, baselines, analysis = (
+        load(n) for n in ("metrics.json", "comparison.json", "baselines.json", "analysis.json")
+    )
+    table = Table(title="Evaluation on the test split")
+    columns = {**{k: v for k, v in metrics.items() if k == "base"}, **baselines, "tuned": metrics["tuned"]}
+    table.add_column("metric")
+    for name in columns:
+        table.add_column(name.replace("_", " "), justify="right")
+    if comparison:
+        for header in ("tuned - base", "95% CI", "p"):
+            table.add_column(header, justify="right")
     for metric in metrics["tuned"]:
-        values = [metrics[name].get(metric) for name in columns]
-        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in values]
-        if len(columns) == 2:
-            cells.append(f"{values[1] - values[0]:+.4f}")
+        cells = [f"{values[metric]:.4f}" if metric in values else "-" for values in columns.values()]
+        if comparison and metric in comparison:
+            stats = comparison[metric]
+            low, high = stats["ci95"]
+            cells += [f"{stats['delta']:+.4f}", f"[{low:+.3f}, {high:+.3f}]", f"{stats['p_value']:.3g}"]
         table.add_row(metric, *cells)
     out.print(table)
+    forgetting = analysis.get("forgetting", {})
+    if "change_pct" in forgetting:
+        out.print(
+            f"forgetting: perplexity on general chat {forgetting['base_perplexity']:.2f} -> "
+            f"{forgetting['tuned_perplexity']:.2f} ({forgetting['change_pct']:+.1f}%)"
+        )
+    bias = {name: analysis[name]["bias"] for name in ("base", "tuned") if "bias" in analysis.get(name, {})}
+    if bias:
+        rates = ", ".join(f"{name} {b['flip_rate']:.1%}" for name, b in bias.items())
+        rows = next(iter(bias.values()))["rows_probed"]
+        out.print(f"bias probe: answers that flip when identity terms are swapped ({rows} rows): {rates}")
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""One Run = one config + one run directory. Stages (prepare -> train -> evaluate) are resumable and idempotent.
+"""One Run = one config + one run directory. Stages (prepare -> train -> evaluate -> report) are resumable.
 
 A stage is recorded in ``state.json`` only after all its outputs are in place, so a run killed mid-stage
 redoes that stage and never looks complete.
@@ -14,37 +14,74 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from tunesmith.config import RunConfig, load_config
-from tunesmith.data.prepare import prepare_data, write_prepared
+from tunesmith.config import RunConfig, load_config, validate_config
+from tunesmith.data.prepare import load_eval_chats, prepare_data, write_prepared
 from tunesmith.data.records import Chat
 from tunesmith.data.render import ensure_chat_template
 from tunesmith.errors import TunesmithError
 from tunesmith.io import RunDir, atomic_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
-from tunesmith.models.adapt import apply_method, count_parameters
+from tunesmith.models.adapt import (
+    apply_method,
+    check_method,
+    count_parameters,
+    load_trained,
+    needs_base,
+    quantization_config,
+    save_model,
+    supports_packing,
+)
 from tunesmith.models.load import load_causal_lm, load_tokenizer
-from tunesmith.models.resolve import resolve_model
+from tunesmith.models.resolve import ResolvedModel, resolve_model
 from tunesmith.recipes import get_recipe
 
-STAGES = ("prepare", "train", "evaluate")
+STAGES = ("prepare", "train", "evaluate", "report")
 console = Console(stderr=True, soft_wrap=True)
 
 
 class Run:
     """A fine-tuning run; also the Python API: ``Run.from_file("quickstart.yaml").run()``."""
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, root: Path | None = None) -> None:
         self.config = config
-        self.dir = RunDir(config.run_dir)
+        self.dir = RunDir(root if root is not None else config.run_dir)
         self.recipe = get_recipe(config.task.name)
 
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Run:
         return cls(load_config(path, overrides))
 
+    @classmethod
+    def from_dir(cls, path: str | Path) -> Run:
+        """Open a trained run from its directory (``runs/<name>``), wherever it now lives.
+
+        The resolved ``config.yaml`` is validated as a schema only: data files it names need not exist any more.
+        """
+        root = Path(path)
+        config_path = root / "config.yaml"
+        if not config_path.is_file():
+            raise TunesmithError(
+                f"{root}: not a run directory (no config.yaml).\n"
+                "  fix: pass a run directory such as runs/<name>, made by `tunesmith run` or `tunesmith train`"
+            )
+        try:
+            raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise TunesmithError(f"{config_path}: not valid YAML: {exc}") from None
+        run = cls(validate_config(raw if isinstance(raw, dict) else {}, source=str(config_path)), root=root)
+        if not run.dir.is_done("train") or not run.dir.model.is_dir():
+            raise TunesmithError(
+                f"{root}: this run has no trained model yet (state.json does not list 'train').\n"
+                "  fix: finish it first with `tunesmith train CONFIG` or `tunesmith run CONFIG`"
+            )
+        return run
+
     # ------------------------------------------------------------ orchestration
 
-    def run(self, force: bool = False) -> dict[str, Any] | None:
-        """Run every stage not yet done; return the evaluation metrics (None when evaluation is off)."""
+    def run(self, force: bool = False, resume: bool = False) -> dict[str, Any] | None:
+        """Run every stage not yet done; return the evaluation metrics (None when evaluation is off).
+
+        ``resume`` continues an interrupted training stage from its newest checkpoint.
+        """
         self.open(force)
         if all(self.dir.is_done(s) for s in self.active_stages()):
             console.print(
@@ -57,7 +94,7 @@ class Run:
             if self.dir.is_done(stage):
                 console.print(f"[dim]{stage}: already done, skipping[/]")
                 continue
-            getattr(self, stage)()
+            self.train(resume=resume) if stage == "train" else getattr(self, stage)()
         return self.results()
 
     def active_stages(self) -> list[str]:
@@ -80,10 +117,13 @@ class Run:
         write_text(self.dir.config, resolved)
 
     def check_model(self) -> None:
-        """Fail before any work if the model cannot be found (resolving converts a GGUF once)."""
+        """Fail before any work if the method cannot run here or the model cannot be found (resolving converts a
+        GGUF once)."""
+        check_method(self.config.method)
         load_tokenizer(self.config.model, resolve_model(self.config.model.name))
 
     def results(self) -> dict[str, Any] | None:
+        """``{"base": {...}, "tuned": {...}}`` of a finished evaluation, else None."""
         path = self.dir.eval / "metrics.json"
         return read_json(path) if path.is_file() else None
 
@@ -97,13 +137,22 @@ class Run:
             write_prepared(prepared, tmp)
         report = prepared.report()
         console.print(f"  rows {report['rows']}, rejected {report['rejected']} (see {self.dir.data / 'rejects.jsonl'})")
+        if report.get("dropped"):
+            console.print(f"  dropped by reason {report['dropped']}; report: {self.dir.data / 'report.json'}")
+        for note in report.get("notes", []):
+            console.print(f"  [yellow]note:[/] {note}")
         self.dir.mark_done("prepare", report)
 
-    def train(self) -> Any:
-        """Train and save the model; return the trained (unwrapped) model."""
+    def train(self, resume: bool = False) -> Any:
+        """Train and save the model; return the trained (unwrapped) model.
+
+        ``resume`` continues from the newest checkpoint in ``checkpoints/``; without it, existing checkpoints
+        are an error rather than silently overwritten or ignored.
+        """
         from tunesmith.engine.loop import make_accelerator, train
 
         cfg = self.config
+        check_method(cfg.method)
         resolved = resolve_model(cfg.model.name)
         tokenizer = load_tokenizer(cfg.model, resolved)
         if ensure_chat_template(tokenizer):
@@ -113,29 +162,43 @@ class Run:
 
         import torch
 
-        model = load_causal_lm(cfg.model, resolved)
+        model = load_causal_lm(cfg.model, resolved, quantization_config(cfg.method))
+        pruned = self._prune(model, train_examples) if cfg.method.name == "prune" else None
         torch.manual_seed(cfg.training.seed)  # adapter initialisation is part of the seeded run
-        model = apply_method(model, cfg.method)
+        model = apply_method(model, cfg.method, tokenizer_path=resolved.location)
         trainable, total = count_parameters(model)
         console.print(
             f"[bold]train[/]: {cfg.model.name} ({resolved.kind}), method {cfg.method.name}, "
             f"{trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
         )
-        self.dir.metrics.unlink(missing_ok=True)
+        if cfg.training.packing and not supports_packing(cfg.method):
+            console.print(f"  {cfg.method.name} tuning trains on padded batches: packing cannot mask virtual tokens")
+        self._check_checkpoints(resume)
+        if not resume:
+            self.dir.metrics.unlink(missing_ok=True)
         accelerator = make_accelerator(cfg.training.precision)
         summary = train(
             model,
             train_examples,
-            self.recipe.task_fns(tokenizer),
+            self.recipe.task_fns(
+                tokenizer,
+                pack_len=cfg.training.max_seq_len if cfg.training.packing and supports_packing(cfg.method) else None,
+                label_smoothing=cfg.training.label_smoothing,
+            ),
             cfg.training,
             accelerator=accelerator,
             metrics_path=self.dir.metrics,
             val_examples=val_examples,
+            checkpoint_dir=self.dir.checkpoints,
+            resume=resume,
         )
+        tuned = accelerator.unwrap_model(model)
         if accelerator.is_main_process:
             with atomic_dir(self.dir.model) as tmp:
-                accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
+                tuned = save_model(tuned, cfg.method, tmp)
                 tokenizer.save_pretrained(tmp)
+                if pruned is not None:
+                    write_json(tmp / "prune.json", pruned.to_dict())
             console.print(
                 f"  {summary.steps} steps, final loss {summary.train_loss:.4f}, "
                 f"{summary.tokens_per_second:,.0f} tokens/s; saved {self.dir.model}"
@@ -149,61 +212,86 @@ class Run:
                     "tokens": summary.tokens,
                     "seconds": round(summary.seconds, 1),
                     "trainable_parameters": trainable,
+                    "peak_memory_mb": round(_peak_memory_mb(), 1),
+                    **({"prune": pruned.to_dict()} if pruned is not None else {}),
                 },
             )
-        return accelerator.unwrap_model(model)
+        return tuned
 
     def evaluate(self) -> dict[str, Any]:
-        import torch
+        """Evaluate base and tuned model on the test split (see ``tunesmith.evaluation``)."""
+        from tunesmith.evaluation import evaluate_run
 
-        cfg = self.config
-        if not self.dir.is_done("train"):
-            raise TunesmithError(f"{self.dir.root}: evaluation needs a trained model; run `tunesmith train` first")
-        chats = [Chat.from_dict(r) for r in read_jsonl(self.dir.split("test"))]
-        references = [c.reference() for c in chats]
-        labels = list(dict.fromkeys(cfg.data.label_names.values())) or None
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        tokenizer = load_tokenizer(cfg.model)
-        ensure_chat_template(tokenizer)
-        gen = {"max_new_tokens": cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size}
-        console.print(f"[bold]evaluate[/]: {len(chats)} test rows")
+        return evaluate_run(self)
 
-        model = load_causal_lm(cfg.model).to(device)
-        base_preds = (
-            self.recipe.predict(model, tokenizer, chats, description="base", **gen) if cfg.eval.baseline else None
-        )
-        model = self._load_tuned(model).to(device)
-        tuned_preds = self.recipe.predict(model, tokenizer, chats, description="tuned", **gen)
+    def evaluate_split(self, split: str) -> dict[str, Any]:
+        """Evaluate on another prepared split (e.g. validation), written to ``eval-<split>/``."""
+        from tunesmith.evaluation import evaluate_run
 
-        metrics = {"tuned": self.recipe.score(tuned_preds, references, labels)}
-        if base_preds is not None:
-            metrics = {"base": self.recipe.score(base_preds, references, labels), **metrics}
-        rows = [
-            {
-                "source": c.source,
-                "input": c.prompt_messages()[-1].content,
-                "reference": ref,
-                "base": base_preds[i] if base_preds is not None else None,
-                "tuned": tuned_preds[i],
-            }
-            for i, (c, ref) in enumerate(zip(chats, references, strict=True))
-        ]
-        with atomic_dir(self.dir.eval) as tmp:
-            write_jsonl(tmp / "predictions.jsonl", rows)
-            write_json(tmp / "metrics.json", metrics)
-        self.dir.mark_done("evaluate", {"rows": len(chats)})
-        return metrics
+        return evaluate_run(self, split=split)
+
+    def evaluate_file(self, path: Path) -> Path:
+        """Evaluate on the rows of another file; results (and its rejects) go to ``eval-<file stem>/``."""
+        from tunesmith.evaluation import evaluate_run
+
+        chats, rejects = load_eval_chats(path, self.config.data, self.config.task)
+        out_dir = self.dir.root / f"eval-{Path(path).stem}"
+        evaluate_run(self, chats=chats, out_dir=out_dir)
+        write_jsonl(out_dir / "rejects.jsonl", (r.to_dict() for r in rejects))
+        return out_dir
+
+    def report(self) -> Path:
+        """Write ``report.html`` from what the run directory holds."""
+        from tunesmith.report import write_report
+
+        path = write_report(self.dir)
+        console.print(f"[bold]report[/]: {path}")
+        self.dir.mark_done("report", {})
+        return path
 
     # ------------------------------------------------------------ helpers
 
-    def _load_tuned(self, base_model: Any) -> Any:
-        if self.config.method.name == "lora":
-            from peft import PeftModel
+    def _check_checkpoints(self, resume: bool) -> None:
+        from tunesmith.engine.checkpoint import checkpoints
 
-            return PeftModel.from_pretrained(base_model, str(self.dir.model))
-        from transformers import AutoModelForCausalLM
+        found = checkpoints(self.dir.checkpoints)
+        if resume:
+            where = f"step {found[-1][0]} ({found[-1][1]})" if found else "the start (no checkpoint was saved yet)"
+            console.print(f"[bold]resume[/]: continuing from {where}")
+        elif found:
+            raise TunesmithError(
+                f"{self.dir.checkpoints} holds checkpoints of an unfinished training run "
+                f"(newest: step {found[-1][0]}).\n"
+                "  fix: add --resume to continue it, or start over with `tunesmith run --force` (or delete that folder)"
+            )
 
-        return AutoModelForCausalLM.from_pretrained(str(self.dir.model), use_safetensors=True)
+    def load_tuned(self) -> tuple[Any, Any]:
+        """The tuned model (fp32, eval mode; a peft model for peft methods) and its tokenizer."""
+        base = load_causal_lm(self.config.model) if needs_base(self.config.method) else None
+        return self.tuned_from_base(base).eval(), self.tuned_tokenizer()
+
+    def tuned_tokenizer(self) -> Any:
+        """The tokenizer saved with the trained model, with the chat template it was trained with."""
+        tokenizer = load_tokenizer(self.config.model, _saved_tokenizer(self.dir.model))
+        ensure_chat_template(tokenizer)
+        return tokenizer
+
+    def tuned_from_base(self, base_model: Any) -> Any:
+        """The tuned model: the adapter attached to ``base_model`` (peft methods and bottleneck adapters, which
+        change ``base_model`` in place), or the saved weights (full, freeze, prune), which ignore it."""
+        return load_trained(self.config.method, self.dir.model, base_model)
+
+    def _prune(self, model: Any, train_examples: list[Any]) -> Any:
+        """Drop the least influential layers (measured on the first training rows); print and return the report."""
+        from tunesmith.models.prune import prune_model
+
+        report = prune_model(model, self.config.method.prune, [e.input_ids for e in train_examples])
+        console.print(
+            f"[bold]prune[/]: dropped layers {report.dropped} of {report.layers_before}; parameters "
+            f"{report.parameters_before:,} -> {report.parameters_after:,}, forward "
+            f"{report.tokens_per_second_before:,.0f} -> {report.tokens_per_second_after:,.0f} tokens/s"
+        )
+        return report
 
     def _encode_split(self, split: str, tokenizer: Any) -> list[Any]:
         """Tokenize a prepared split; rows left with no target tokens are dropped, counted and kept with a reason."""
@@ -247,6 +335,22 @@ class Run:
         if not examples:
             raise TunesmithError(f"{split}: no examples with target tokens; raise training.max_seq_len")
         return examples
+
+
+def _saved_tokenizer(model_dir: Path) -> ResolvedModel:
+    """The tokenizer saved with the trained model (it carries the chat template used in training)."""
+    return ResolvedModel(str(model_dir), str(model_dir.resolve()), "local")
+
+
+def _peak_memory_mb() -> float:
+    """Peak GPU memory allocated when training on CUDA, else the process's peak resident memory."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -293,3 +293,18 @@ def write_prepared(prepared: Prepared, out_dir: Path) -> None:
         write_jsonl(out_dir / f"{name}.jsonl", (c.to_dict() for c in chats))
     write_jsonl(out_dir / "rejects.jsonl", (r.to_dict() for r in prepared.rejects))
     write_json(out_dir / "report.json", prepared.report())
+
+
+def load_eval_chats(spec: str | Path, data: DataConfig, task: TaskConfig) -> tuple[list[Chat], list[Reject]]:
+    """Rows of another file as chats, read and cleaned like the run's data (no dedup, split or limits).
+
+    For ``tunesmith eval RUN --data FILE``; rows that cannot be used are returned as rejects.
+    """
+    ledger = Ledger()
+    loaded = load_records(spec, data)
+    for reject in loaded.rejects:
+        ledger.reject(reject)
+    chats = as_chats(clean_records(loaded.records, data.clean, ledger), data, task, ledger)
+    if not chats:
+        raise DataError(f"{spec}: no usable rows to evaluate on ({len(ledger.rejects)} rejected)")
+    return chats, ledger.rejects

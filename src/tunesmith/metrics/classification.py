@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 INVALID = "<invalid>"
 
@@ -42,3 +42,32 @@ def classification_details(predicted: Sequence[str | None], gold: Sequence[str],
         },
         "confusion_matrix": {"labels": columns, "matrix": matrix[: len(labels)].tolist()},
     }
+
+
+def probability_metrics(probs: Sequence[Sequence[float]], gold: Sequence[str], labels: list[str]) -> dict[str, float]:
+    """Metrics of label probabilities: constrained accuracy (argmax over labels), ECE, and ROC-AUC when binary."""
+    matrix = np.asarray(probs, dtype=float)
+    gold_index = np.array([labels.index(g) if g in labels else -1 for g in gold])
+    predicted = matrix.argmax(axis=1)
+    metrics = {
+        "constrained_accuracy": float(np.mean(predicted == gold_index)),
+        "ece": expected_calibration_error(matrix.max(axis=1), predicted == gold_index),
+    }
+    if len(labels) == 2 and len(set(gold_index.tolist()) & {0, 1}) == 2:
+        metrics["roc_auc"] = float(roc_auc_score(gold_index == 1, matrix[:, 1]))
+    return metrics
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size.
+
+    Hand-written: ten lines, and the libraries that have it (torchmetrics, netcal) would be a dependency each.
+    """
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            total += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(total)

@@ -38,11 +38,14 @@ def compare(
         refs = [references[i] for i in idx]
         b, t = score([base[i] for i in idx], refs), score([tuned[i] for i in idx], refs)
         for metric in samples:
-            samples[metric].append(t[metric] - b[metric])
+            if metric in t and metric in b:  # e.g. ROC-AUC is undefined on a resample with one class
+                samples[metric].append(t[metric] - b[metric])
 
     mcnemar = mcnemar_test(base, tuned, references, correct) if correct else None
     result: dict[str, dict[str, object]] = {}
     for metric, deltas in samples.items():
+        if metric not in base_scores or not deltas:
+            continue
         values = np.asarray(deltas)
         delta = tuned_scores[metric] - base_scores[metric]
         if mcnemar is not None and metric == "accuracy":

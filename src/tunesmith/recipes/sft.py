@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -11,8 +13,9 @@ import torch.nn.functional as F
 from tunesmith.data.records import Chat
 from tunesmith.data.render import IGNORE_INDEX, Encoded, encode_chat, render_prompt
 from tunesmith.engine.loop import Batch, TaskFns
+from tunesmith.engine.packing import model_inputs, pack
 from tunesmith.engine.progress import track
-from tunesmith.metrics.classification import classification_metrics
+from tunesmith.metrics.classification import classification_details, classification_metrics, probability_metrics
 from tunesmith.metrics.text import exact_match, extract_label, token_f1
 
 
@@ -21,7 +24,7 @@ def encode(chat: Chat, tokenizer: Any, train_on: str, max_len: int) -> Encoded:
 
 
 def collate(examples: Sequence[Encoded], pad_id: int) -> Batch:
-    """Right-pad to the longest example in the batch."""
+    """Right-pad to the longest example in the batch (one example per row)."""
     width = max(len(e.input_ids) for e in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
@@ -34,44 +37,77 @@ def collate(examples: Sequence[Encoded], pad_id: int) -> Batch:
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+def collate_packed(examples: Sequence[Encoded], pad_id: int, row_len: int) -> Batch:
+    """Pack the examples into rows of at most ``row_len`` tokens, isolated by a block-diagonal mask."""
+    return pack([(e.input_ids, e.labels) for e in examples], row_len, pad_id)
+
+
 def count_targets(batch: Batch) -> int:
     """Tokens that are predicted and carry a label (labels shift left by one)."""
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
-def loss(model: Any, batch: Batch) -> tuple[torch.Tensor, int]:
+def loss(model: Any, batch: Batch, label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
     """Summed next-token cross-entropy over target tokens, and their count."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = model(**model_inputs(model, batch)).logits
+    logits = logits[:, -batch["labels"].size(1) :]  # prompt tuning prepends logits of its virtual tokens
     targets = batch["labels"][:, 1:]
     loss_sum = F.cross_entropy(
         logits[:, :-1].float().reshape(-1, logits.size(-1)),
         targets.reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="sum",
+        label_smoothing=label_smoothing,
     )
     return loss_sum, int((targets != IGNORE_INDEX).sum())
 
 
-def task_fns(tokenizer: Any) -> TaskFns:
+def task_fns(tokenizer: Any, pack_len: int | None = None, label_smoothing: float = 0.0) -> TaskFns:
+    """The engine's view of sft: padded batches, or rows packed up to ``pack_len`` tokens when it is set."""
     pad_id = tokenizer.pad_token_id
-    return TaskFns(collate=lambda examples: collate(examples, pad_id), count_targets=count_targets, loss=loss)
+    loss_fn = partial(loss, label_smoothing=label_smoothing) if label_smoothing else loss
+    if pack_len:
+        return TaskFns(lambda examples: collate_packed(examples, pad_id, pack_len), count_targets, loss_fn)
+    return TaskFns(lambda examples: collate(examples, pad_id), count_targets, loss_fn)
+
+
+@dataclass
+class Reply:
+    text: str
+    confidence: float  # probability of the reply's first token: the model's confidence in a one-word answer
+    label_probs: list[float] | None = None  # first-token probabilities of each label, renormalised over the labels
+
+
+def label_token_ids(tokenizer: Any, labels: Sequence[str] | None) -> list[int] | None:
+    """First token of each label word, if they are all different (else label probabilities are not defined)."""
+    if not labels:
+        return None
+    ids = [tokenizer.encode(label, add_special_tokens=False)[0] for label in labels]
+    return ids if len(set(ids)) == len(ids) else None
 
 
 @torch.no_grad()
-def predict(
+def generate_replies(
     model: Any,
     tokenizer: Any,
     chats: Sequence[Chat],
     max_new_tokens: int,
     batch_size: int,
     description: str = "predict",
-) -> list[str]:
-    """Greedy replies to each chat's prompt (the messages before its final assistant reply)."""
+    labels: Sequence[str] | None = None,
+) -> list[Reply]:
+    """Greedy replies to each chat's prompt (the messages before its final assistant reply).
+
+    With ``labels``, each reply also carries the model's probability of starting its answer with each label,
+    renormalised over the label set: a prediction constrained to the labels, usable for ROC-AUC,
+    calibration and probability-averaging ensembles.
+    """
     model.eval()
     device = next(model.parameters()).device
+    label_ids = label_token_ids(tokenizer, labels)
     prompts = [render_prompt(chat.prompt_messages(), tokenizer) for chat in chats]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
-    replies: list[str] = [""] * len(prompts)
+    replies: list[Reply] = [Reply("", 0.0)] * len(prompts)
     previous_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
         starts = list(range(0, len(order), batch_size))
@@ -86,21 +122,57 @@ def predict(
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
+                output_scores=True,
+                return_dict_in_generate=True,
             )
-            new_tokens = output[:, encoded["input_ids"].shape[1] :]
-            for i, text in zip(indices, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
-                replies[i] = text.strip()
+            first_logits = output.scores[0].float()
+            first_token_probs = first_logits.softmax(-1).max(-1).values.tolist()
+            label_probs = first_logits[:, label_ids].softmax(-1).tolist() if label_ids else [None] * len(indices)
+            new_tokens = output.sequences[:, encoded["input_ids"].shape[1] :]
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for i, text, prob, probs in zip(indices, texts, first_token_probs, label_probs, strict=True):
+                replies[i] = Reply(text.strip(), prob, probs)
     finally:
         tokenizer.padding_side = previous_side
     return replies
 
 
-def score(predictions: list[str], references: list[str], labels: list[str] | None) -> dict[str, float]:
+def predict(
+    model: Any,
+    tokenizer: Any,
+    chats: Sequence[Chat],
+    max_new_tokens: int,
+    batch_size: int,
+    description: str = "predict",
+) -> list[str]:
+    """Greedy reply texts (see ``generate_replies``)."""
+    return [r.text for r in generate_replies(model, tokenizer, chats, max_new_tokens, batch_size, description)]
+
+
+def score(replies: Sequence[Reply], references: Sequence[str], labels: list[str] | None) -> dict[str, float]:
     """Classification metrics when the answers come from a label set, else exact match and token F1."""
+    texts = [r.text for r in replies]
     if labels:
-        return classification_metrics([extract_label(p, labels) for p in predictions], references, labels)
-    n = max(len(predictions), 1)
+        metrics = classification_metrics([extract_label(t, labels) for t in texts], references, labels)
+        if replies and all(r.label_probs is not None for r in replies):
+            metrics |= probability_metrics([r.label_probs for r in replies], references, labels)
+        return metrics
+    n = max(len(texts), 1)
     return {
-        "exact_match": sum(map(exact_match, predictions, references)) / n,
-        "token_f1": sum(map(token_f1, predictions, references)) / n,
+        "exact_match": sum(map(exact_match, texts, references)) / n,
+        "token_f1": sum(map(token_f1, texts, references)) / n,
     }
+
+
+def details(replies: Sequence[Reply], references: Sequence[str], labels: list[str] | None) -> dict:
+    """Per-class metrics and confusion matrix for label answers; nothing extra for free text."""
+    if not labels:
+        return {}
+    return classification_details([extract_label(r.text, labels) for r in replies], references, labels)
+
+
+def is_correct(reply: Reply, reference: str, labels: list[str] | None) -> bool:
+    """Whether one answer is right: its extracted label, or its normalised text, equals the reference."""
+    if labels:
+        return extract_label(reply.text, labels) == reference
+    return bool(exact_match(reply.text, reference))
