@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ app = typer.Typer(
 config_app = typer.Typer(no_args_is_help=True, help="Inspect run configurations.")
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get the whole table
 err = Console(stderr=True, soft_wrap=True)
 
 ConfigArg = typer.Argument(..., exists=False, help="Run configuration (YAML).")
@@ -263,6 +264,8 @@ def print_evaluation(eval_dir: Path) -> None:
 
 def main() -> None:
     """Console entry point: user errors become a short message and exit code 2."""
+    # peft calls a transformers property deprecated in 5.x; the warning is theirs and says nothing to a user.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")

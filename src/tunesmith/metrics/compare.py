@@ -51,8 +51,10 @@ def compare(
         if mcnemar is not None and metric == "accuracy":
             test, p_value = "mcnemar", mcnemar
         else:
-            # Two-sided paired bootstrap: how often the resampled delta falls on the other side of zero.
-            test, p_value = "paired_bootstrap", min(1.0, 2 * min(np.mean(values <= 0), np.mean(values >= 0)))
+            # Two-sided paired bootstrap: how often the resampled delta falls on the other side of zero,
+            # with the +1 correction so a finite number of resamples never claims p = 0.
+            tail = min(np.sum(values <= 0), np.sum(values >= 0))
+            test, p_value = "paired_bootstrap", min(1.0, 2 * (tail + 1) / (len(values) + 1))
         result[metric] = {
             "delta": delta,
             "ci95": [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))],
