@@ -161,6 +161,11 @@ class DataConfig(Section):
     pii: PiiConfig = Field(default_factory=PiiConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
 
+    @property
+    def labels(self) -> list[str] | None:
+        """The label words answers are scored against (label_names' values, in order), or None for free text."""
+        return list(dict.fromkeys(self.label_names.values())) or None
+
     @field_validator("label_names", mode="before")
     @classmethod
     def _label_keys_as_text(cls, value: Any) -> Any:

@@ -114,7 +114,7 @@ def adapter_soup(runs: list[Run], method: str) -> list[Any]:
 
 
 def _labels(run: Run) -> list[str] | None:
-    return list(dict.fromkeys(run.config.data.label_names.values())) or None
+    return run.config.data.labels
 
 
 def _predictions(run: Run) -> list[dict[str, Any]]:

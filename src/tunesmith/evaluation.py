@@ -51,7 +51,7 @@ def evaluate_run(run: Run, split: str = "test", chats: list[Chat] | None = None,
         chats = [Chat.from_dict(r) for r in read_jsonl(path)]
     out_dir = out_dir or (run.dir.eval if split == "test" else run.dir.root / f"eval-{split}")
     references = [c.reference() for c in chats]
-    labels = list(dict.fromkeys(cfg.data.label_names.values())) or None
+    labels = cfg.data.labels
     tokenizer = run.tuned_tokenizer()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     gen = {"max_new_tokens": cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size, "labels": labels}

@@ -50,6 +50,17 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def read_jsonl_log(path: Path) -> list[dict[str, Any]]:
+    """Rows of an appended JSON-lines log (metrics.jsonl); a line torn by a kill is skipped, a missing file is []."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            rows.append(json.loads(line))
+    return rows
+
+
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
     """Append one line (a log such as metrics.jsonl; a torn last line is tolerated by readers)."""
     path.parent.mkdir(parents=True, exist_ok=True)

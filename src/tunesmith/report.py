@@ -10,7 +10,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader
 
-from tunesmith.io import RunDir, write_text
+from tunesmith.io import RunDir, read_jsonl_log, write_text
 
 SAMPLE_ROWS = 20
 
@@ -19,7 +19,7 @@ def write_report(run_dir: RunDir) -> Path:
     """Render ``report.html`` from what a run directory holds; sections without data are left out."""
     env = Environment(loader=PackageLoader("tunesmith", "templates"), autoescape=True)
     state = run_dir.read_state()["stages"]
-    steps = _read_jsonl(run_dir.metrics)
+    steps = read_jsonl_log(run_dir.metrics)
     context = {
         "name": run_dir.root.name,
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -31,7 +31,7 @@ def write_report(run_dir: RunDir) -> Path:
         "comparison": _json(run_dir.eval / "comparison.json"),
         "baselines": _json(run_dir.eval / "baselines.json"),
         "analysis": _json(run_dir.eval / "analysis.json"),
-        "samples": _read_jsonl(run_dir.eval / "predictions.jsonl")[:SAMPLE_ROWS],
+        "samples": read_jsonl_log(run_dir.eval / "predictions.jsonl")[:SAMPLE_ROWS],
         "loss_chart": _curve_svg(steps, ["loss", "val_loss"], "loss") if steps else None,
         "lr_chart": _curve_svg(steps, ["lr"], "learning rate") if steps else None,
     }
@@ -73,15 +73,3 @@ def _yaml(path: Path) -> Any:
     import yaml
 
     return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn last line of a log that was being appended when the run stopped
-    return rows

@@ -10,7 +10,6 @@ are split into micro-batches or processes.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time
@@ -26,7 +25,7 @@ from tunesmith.engine.batching import step_micro_batches, total_steps
 from tunesmith.engine.checkpoint import checkpoints, load_checkpoint, save_checkpoint, trainable_parameters
 from tunesmith.engine.progress import StepProgress
 from tunesmith.errors import TunesmithError
-from tunesmith.io import append_jsonl, atomic_dir, write_jsonl
+from tunesmith.io import append_jsonl, atomic_dir, read_jsonl_log, write_jsonl
 
 Batch = dict[str, torch.Tensor]
 
@@ -372,7 +371,7 @@ def _check_bad_steps(state: _TrainState, step: int, loss: float, cfg: TrainingCo
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metric rows written after the checkpoint a run resumes from (they will be written again)."""
     if path.is_file():
-        rows = [r for r in read_jsonl_tolerant(path) if r.get("step", 0) <= step]
+        rows = [r for r in read_jsonl_log(path) if r.get("step", 0) <= step]
         write_jsonl(path, rows)
 
 
@@ -419,15 +418,6 @@ def evaluate_loss(model: Any, examples: Sequence[Any], fns: TaskFns, batch_size:
         total += loss_sum.detach()
         count += n
     return float(_global_sum(accelerator, total)) / max(int(_global_sum(accelerator, count)), 1)
-
-
-def read_jsonl_tolerant(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines log; a line torn by a kill is skipped."""
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            rows.append(json.loads(line))
-    return rows
 
 
 def _global_sum(accelerator: Any, value: float | int | torch.Tensor) -> torch.Tensor:
