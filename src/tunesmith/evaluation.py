@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,7 +58,9 @@ def evaluate_run(run: Run, split: str = "test", chats: list[Chat] | None = None,
     gen = {"max_new_tokens": cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size, "labels": labels}
     probes = _bias_probes(chats) if cfg.eval.bias_probe else []
     general = _general_examples(run, tokenizer) if cfg.eval.forgetting else []
-    shots = _few_shot_chats(run, chats) if cfg.eval.baseline and cfg.eval.few_shot else None
+    train_path = run.dir.split("train")
+    train = [Chat.from_dict(r) for r in read_jsonl(train_path)] if train_path.is_file() else []
+    shots = _few_shot_chats(train, chats, cfg.eval.few_shot, cfg.training.seed) if cfg.eval.baseline else None
     console.print(
         f"[bold]evaluate[/]: {len(chats)} test rows, {len(probes)} bias probes, {len(general)} general-chat rows"
     )
@@ -87,7 +90,7 @@ def evaluate_run(run: Run, split: str = "test", chats: list[Chat] | None = None,
     if k_shot is not None:
         baselines[f"base_{cfg.eval.few_shot}_shot"] = score(k_shot)
     if labels:
-        majority = _majority_label(run)
+        majority = _majority_label(train)
         if majority is not None:
             baselines["majority_class"] = score([recipe.Reply(majority, 1.0)] * len(chats))
 
@@ -222,14 +225,12 @@ def _general_examples(run: Run, tokenizer: Any) -> list[Any]:
     return [e for e in encoded if e.n_targets > 0]
 
 
-def _few_shot_chats(run: Run, chats: list[Chat]) -> list[Chat] | None:
-    """Each test chat preceded by the same k training examples as earlier turns (seeded choice)."""
-    train_path = run.dir.split("train")
-    if not train_path.is_file():
+def _few_shot_chats(train: list[Chat], chats: list[Chat], k: int, seed: int) -> list[Chat] | None:
+    """Each test chat preceded by the same k training examples as earlier turns (seeded choice); None if k is 0."""
+    k = min(k, len(train))
+    if k == 0:
         return None
-    train = [Chat.from_dict(r) for r in read_jsonl(train_path)]
-    k = min(run.config.eval.few_shot, len(train))
-    shots = random.Random(run.config.training.seed).sample(train, k)
+    shots = random.Random(seed).sample(train, k)
     context: list[Message] = []
     for shot in shots:
         context += [m for m in shot.prompt_messages() if m.role != "system"]
@@ -243,12 +244,6 @@ def _few_shot_chats(run: Run, chats: list[Chat]) -> list[Chat] | None:
     return result
 
 
-def _majority_label(run: Run) -> str | None:
-    train_path = run.dir.split("train")
-    if not train_path.is_file():
-        return None
-    counts: dict[str, int] = {}
-    for row in read_jsonl(train_path):
-        label = Chat.from_dict(row).reference()
-        counts[label] = counts.get(label, 0) + 1
-    return max(counts, key=lambda label: counts[label]) if counts else None
+def _majority_label(train: list[Chat]) -> str | None:
+    counts = Counter(chat.reference() for chat in train)
+    return counts.most_common(1)[0][0] if counts else None
