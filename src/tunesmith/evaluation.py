@@ -25,7 +25,6 @@ from tunesmith.metrics.bias import counterfactual, flip_rate
 from tunesmith.metrics.compare import compare
 from tunesmith.metrics.errors import error_analysis
 from tunesmith.metrics.text import extract_label, normalize
-from tunesmith.models.load import load_causal_lm
 
 if TYPE_CHECKING:
     from tunesmith.run import Run
@@ -65,7 +64,7 @@ def evaluate_run(run: Run, split: str = "test", chats: list[Chat] | None = None,
         f"[bold]evaluate[/]: {len(chats)} test rows, {len(probes)} bias probes, {len(general)} general-chat rows"
     )
 
-    model = load_causal_lm(cfg.model).to(device)
+    model = run.load_base().to(device)
     base = _model_outputs(run, model, tokenizer, chats, probes, general, gen, "base") if cfg.eval.baseline else None
     k_shot = recipe.generate_replies(model, tokenizer, shots, description="base k-shot", **gen) if shots else None
     tuned = _model_outputs(run, run.tuned_from_base(model).to(device), tokenizer, chats, probes, general, gen, "tuned")

@@ -16,9 +16,9 @@ from rich.console import Console
 
 from tunesmith.config import RunConfig, load_config, validate_config
 from tunesmith.data.prepare import load_eval_chats, prepare_data, write_prepared
-from tunesmith.data.records import Chat
+from tunesmith.data.records import Record, record_from_dict, stratum
 from tunesmith.data.render import ensure_chat_template
-from tunesmith.errors import TunesmithError
+from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.io import RunDir, atomic_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
 from tunesmith.models.adapt import (
     apply_method,
@@ -30,7 +30,7 @@ from tunesmith.models.adapt import (
     save_model,
     supports_packing,
 )
-from tunesmith.models.load import load_causal_lm, load_tokenizer
+from tunesmith.models.load import load_tokenizer
 from tunesmith.models.resolve import ResolvedModel, resolve_model
 from tunesmith.recipes import get_recipe
 
@@ -45,6 +45,7 @@ class Run:
         self.config = config
         self.dir = RunDir(root if root is not None else config.run_dir)
         self.recipe = get_recipe(config.task.name)
+        check_recipe_method(self.recipe, config)
 
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Run:
@@ -132,7 +133,9 @@ class Run:
     def prepare(self) -> None:
         cfg = self.config
         console.print("[bold]prepare[/]: loading and validating data")
-        prepared = prepare_data(cfg.data, cfg.task, cfg.training.seed)
+        prepared = prepare_data(
+            cfg.data, cfg.task, cfg.training.seed, convert=self._convert, accepts=self.recipe.ACCEPTS
+        )
         with atomic_dir(self.dir.data) as tmp:
             write_prepared(prepared, tmp)
         report = prepared.report()
@@ -155,23 +158,26 @@ class Run:
         check_method(cfg.method)
         resolved = resolve_model(cfg.model.name)
         tokenizer = load_tokenizer(cfg.model, resolved)
-        if ensure_chat_template(tokenizer):
+        if self.uses_chat_template() and ensure_chat_template(tokenizer):
             console.print("[yellow]the tokenizer has no chat template; using a ChatML fallback[/]")
         train_examples = self._encode_split("train", tokenizer)
         val_examples = self._encode_split("validation", tokenizer) if self.dir.split("validation").is_file() else None
 
         import torch
 
-        model = load_causal_lm(cfg.model, resolved, quantization_config(cfg.method))
+        model = self.recipe.load_model(cfg, resolved, quantization_config(cfg.method), self.labels())
         pruned = self._prune(model, train_examples) if cfg.method.name == "prune" else None
         torch.manual_seed(cfg.training.seed)  # adapter initialisation is part of the seeded run
-        model = apply_method(model, cfg.method, tokenizer_path=resolved.location)
+        model = apply_method(
+            model, cfg.method, tokenizer_path=resolved.location, task_type=self.recipe.PEFT_TASK_TYPE
+        )
         trainable, total = count_parameters(model)
         console.print(
             f"[bold]train[/]: {cfg.model.name} ({resolved.kind}), method {cfg.method.name}, "
             f"{trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
         )
-        if cfg.training.packing and not supports_packing(cfg.method):
+        packs = cfg.training.packing and self.recipe.PACKS and supports_packing(cfg.method)
+        if cfg.training.packing and self.recipe.PACKS and not supports_packing(cfg.method):
             console.print(f"  {cfg.method.name} tuning trains on padded batches: packing cannot mask virtual tokens")
         self._check_checkpoints(resume)
         if not resume:
@@ -180,11 +186,7 @@ class Run:
         summary = train(
             model,
             train_examples,
-            self.recipe.task_fns(
-                tokenizer,
-                pack_len=cfg.training.max_seq_len if cfg.training.packing and supports_packing(cfg.method) else None,
-                label_smoothing=cfg.training.label_smoothing,
-            ),
+            self.recipe.train_fns(tokenizer, cfg, cfg.training.max_seq_len if packs else None),
             cfg.training,
             accelerator=accelerator,
             metrics_path=self.dir.metrics,
@@ -220,23 +222,17 @@ class Run:
 
     def evaluate(self) -> dict[str, Any]:
         """Evaluate base and tuned model on the test split (see ``tunesmith.evaluation``)."""
-        from tunesmith.evaluation import evaluate_run
-
-        return evaluate_run(self)
+        return self._evaluator()(self)
 
     def evaluate_split(self, split: str) -> dict[str, Any]:
         """Evaluate on another prepared split (e.g. validation), written to ``eval-<split>/``."""
-        from tunesmith.evaluation import evaluate_run
-
-        return evaluate_run(self, split=split)
+        return self._evaluator()(self, split=split)
 
     def evaluate_file(self, path: Path) -> Path:
         """Evaluate on the rows of another file; results (and its rejects) go to ``eval-<file stem>/``."""
-        from tunesmith.evaluation import evaluate_run
-
-        chats, rejects = load_eval_chats(path, self.config.data, self.config.task)
+        records, rejects = load_eval_chats(path, self.config.data, self.config.task, convert=self._convert)
         out_dir = self.dir.root / f"eval-{Path(path).stem}"
-        evaluate_run(self, chats=chats, out_dir=out_dir)
+        self._evaluator()(self, chats=records, out_dir=out_dir)
         write_jsonl(out_dir / "rejects.jsonl", (r.to_dict() for r in rejects))
         return out_dir
 
@@ -250,6 +246,38 @@ class Run:
         return path
 
     # ------------------------------------------------------------ helpers
+
+    def _evaluator(self) -> Any:
+        """Chat-reply evaluation for generative recipes (sft), the task's own predictions for the others."""
+        if getattr(self.recipe, "GENERATIVE", False):
+            from tunesmith.evaluation import evaluate_run
+
+            return evaluate_run
+        from tunesmith.task_evaluation import evaluate_task_run
+
+        return evaluate_task_run
+
+    def _convert(self, record: Record) -> Record:
+        return self.recipe.convert(record, self.config)
+
+    def uses_chat_template(self) -> bool:
+        """Causal-LM recipes render chats with the tokenizer's chat template (a fallback is added if missing)."""
+        return self.recipe.PEFT_TASK_TYPE == "CAUSAL_LM"
+
+    def labels(self) -> list[str] | None:
+        """The task's label set: the configured label words, else the labels of the prepared training split
+        (sorted), else None (tasks without labels)."""
+        if self.config.data.labels:
+            return self.config.data.labels
+        path = self.dir.split("train")
+        if not path.is_file():
+            return None
+        found = {label for row in read_jsonl(path) if (label := stratum(record_from_dict(row))) is not None}
+        return sorted(found) or None
+
+    def load_base(self) -> Any:
+        """The base model with the task's head (fp32), as training started from it."""
+        return self.recipe.load_model(self.config, labels=self.labels())
 
     def _check_checkpoints(self, resume: bool) -> None:
         from tunesmith.engine.checkpoint import checkpoints
@@ -267,19 +295,20 @@ class Run:
 
     def load_tuned(self) -> tuple[Any, Any]:
         """The tuned model (fp32, eval mode; a peft model for peft methods) and its tokenizer."""
-        base = load_causal_lm(self.config.model) if needs_base(self.config.method) else None
+        base = self.load_base() if needs_base(self.config.method) else None
         return self.tuned_from_base(base).eval(), self.tuned_tokenizer()
 
     def tuned_tokenizer(self) -> Any:
         """The tokenizer saved with the trained model, with the chat template it was trained with."""
         tokenizer = load_tokenizer(self.config.model, _saved_tokenizer(self.dir.model))
-        ensure_chat_template(tokenizer)
+        if self.uses_chat_template():
+            ensure_chat_template(tokenizer)
         return tokenizer
 
     def tuned_from_base(self, base_model: Any) -> Any:
         """The tuned model: the adapter attached to ``base_model`` (peft methods and bottleneck adapters, which
         change ``base_model`` in place), or the saved weights (full, freeze, prune), which ignore it."""
-        return load_trained(self.config.method, self.dir.model, base_model)
+        return load_trained(self.config.method, self.dir.model, base_model, self.recipe.auto_class())
 
     def _prune(self, model: Any, train_examples: list[Any]) -> Any:
         """Drop the least influential layers (measured on the first training rows); print and return the report."""
@@ -298,14 +327,14 @@ class Run:
         cfg = self.config
         examples, dropped, lengths, truncated = [], [], [], 0
         for row in read_jsonl(self.dir.split(split)):
-            chat = Chat.from_dict(row)
-            encoded = self.recipe.encode(chat, tokenizer, cfg.task.train_on, cfg.training.max_seq_len)
+            record = record_from_dict(row)
+            encoded = self.recipe.encode_row(record, tokenizer, cfg)
             truncated += encoded.truncated
             lengths.append(len(encoded.input_ids))
             if encoded.n_targets == 0:
                 dropped.append(
                     {
-                        "source": chat.source,
+                        "source": record.source,
                         "reason": "no target tokens left after truncation to "
                         f"training.max_seq_len={cfg.training.max_seq_len}",
                     }
@@ -335,6 +364,16 @@ class Run:
         if not examples:
             raise TunesmithError(f"{split}: no examples with target tokens; raise training.max_seq_len")
         return examples
+
+
+def check_recipe_method(recipe: Any, config: RunConfig) -> None:
+    """Reject a method that makes no sense for the task, before any data or model loads."""
+    allowed = getattr(recipe, "METHODS", None)
+    if allowed is not None and config.method.name not in allowed:
+        raise ConfigError(
+            f"method.name is '{config.method.name}', which the '{config.task.name}' task does not support.\n"
+            f"  fix: use one of: {', '.join(allowed)}"
+        )
 
 
 def _saved_tokenizer(model_dir: Path) -> ResolvedModel:

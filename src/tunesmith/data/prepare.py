@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,18 @@ from tunesmith.data.dedup import content_hash, find_duplicates, find_overlap
 from tunesmith.data.formats import RowError, RowFormat, check_columns, detect_format, rows_to_records
 from tunesmith.data.load import Reject, read_parallel, read_rows
 from tunesmith.data.pii import redact
-from tunesmith.data.records import Chat, Record, Tagged, Text, map_text, stratum, texts
+from tunesmith.data.records import (
+    Chat,
+    Feedback,
+    Labeled,
+    Pair,
+    Preference,
+    Record,
+    map_text,
+    record_to_dict,
+    stratum,
+    texts,
+)
 from tunesmith.data.report import Ledger
 from tunesmith.data.split import assign_split, stratified_splits
 from tunesmith.errors import DataError
@@ -38,7 +50,7 @@ class Loaded:
 
 @dataclass
 class Prepared:
-    splits: dict[str, list[Chat]]
+    splits: dict[str, list[Any]]  # the task's records (Chat for sft)
     rejects: list[Reject] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -69,19 +81,34 @@ def load_records(spec: str | Path | ParallelFiles, data: DataConfig, reader: str
     return Loaded(records, rejects + bad, kind, len(rows) + len(rejects))
 
 
-def prepare_data(data: DataConfig, task: TaskConfig, seed: int) -> Prepared:
-    """Load every configured split as Chat records, cleaned, deduplicated, split, limited and accounted for."""
+Convert = Callable[[Record], Record]
+CHAT_RECORDS = (Chat, Labeled, Pair, Preference, Feedback)
+
+
+def prepare_data(
+    data: DataConfig,
+    task: TaskConfig,
+    seed: int,
+    convert: Convert | None = None,
+    accepts: tuple[type, ...] = CHAT_RECORDS,
+) -> Prepared:
+    """Load every configured split as records, cleaned, deduplicated, split, limited and accounted for.
+
+    ``convert`` turns each kept record into what the task trains on (the recipe's ``convert``; by default a
+    ``Chat`` for sft) and may reject a row with ``RowError``; ``accepts`` are the record types the task can use.
+    """
     ledger = Ledger()
     sources = {name: getattr(data, name) for name in SPLITS if getattr(data, name)}
     splits: dict[str, list[Record]] = {}
     for name, spec in sources.items():
         loaded = load_records(spec, data)
-        if loaded.records and isinstance(loaded.records[0], Tagged | Text):
+        if loaded.records and not isinstance(loaded.records[0], accepts):
             kind = type(loaded.records[0]).__name__
+            wanted = ", ".join(t.__name__ for t in accepts)
             raise DataError(
                 f"{spec}: rows in format '{loaded.format}' become {kind} records, which the '{task.name}' task cannot "
-                "train on (it needs a prompt and a reply).\n  fix: use chat, instruction, prompt/completion, "
-                "labelled, source/target or preference data, or set data.format / data.columns"
+                f"train on (it needs {wanted} records).\n  fix: use data in a format the task reads "
+                "(see docs/data.md), set data.format / data.columns, or pick the task that fits this data"
             )
         where = f"{spec.source} + {spec.target}" if isinstance(spec, ParallelFiles) else spec
         ledger.rows_in[f"{name}: {where}"] += loaded.rows_in
@@ -98,7 +125,8 @@ def prepare_data(data: DataConfig, task: TaskConfig, seed: int) -> Prepared:
     apply_limits(splits, data, seed, ledger)
 
     labels = {name: Counter(s for r in records if (s := stratum(r)) is not None) for name, records in splits.items()}
-    chats = {name: as_chats(records, data, task, ledger) for name, records in splits.items()}
+    convert = convert or (lambda record: to_chat(record, data.label_names, task.system_prompt))
+    chats = {name: convert_records(records, convert, ledger) for name, records in splits.items()}
     for name in ("train", *data_splits_needed(data)):
         if not chats.get(name):
             report = ledger.report(chats, labels)
@@ -265,13 +293,18 @@ def apply_limits(splits: dict[str, list[Record]], data: DataConfig, seed: int, l
 
 
 def as_chats(records: list[Record], data: DataConfig, task: TaskConfig, ledger: Ledger) -> list[Chat]:
-    chats = []
+    return convert_records(records, lambda r: to_chat(r, data.label_names, task.system_prompt), ledger)
+
+
+def convert_records(records: list[Record], convert: Convert, ledger: Ledger) -> list[Any]:
+    """Each record converted for the task; rows it rejects are counted in the ledger with the reason."""
+    converted = []
     for record in records:
         try:
-            chats.append(to_chat(record, data.label_names, task.system_prompt))
+            converted.append(convert(record))
         except RowError as exc:
             ledger.reject(Reject(record.source, str(exc), _excerpt(record), kind=exc.kind))
-    return chats
+    return converted
 
 
 def dedup_text(record: Record) -> str:
@@ -289,14 +322,17 @@ def _excerpt(record: Record) -> str:
 
 def write_prepared(prepared: Prepared, out_dir: Path) -> None:
     """Write ``<split>.jsonl``, ``rejects.jsonl`` (every dropped row with its reason) and ``report.json``."""
-    for name, chats in prepared.splits.items():
-        write_jsonl(out_dir / f"{name}.jsonl", (c.to_dict() for c in chats))
+    for name, records in prepared.splits.items():
+        write_jsonl(out_dir / f"{name}.jsonl", (record_to_dict(r) for r in records))
     write_jsonl(out_dir / "rejects.jsonl", (r.to_dict() for r in prepared.rejects))
     write_json(out_dir / "report.json", prepared.report())
 
 
-def load_eval_chats(spec: str | Path, data: DataConfig, task: TaskConfig) -> tuple[list[Chat], list[Reject]]:
-    """Rows of another file as chats, read and cleaned like the run's data (no dedup, split or limits).
+def load_eval_chats(
+    spec: str | Path, data: DataConfig, task: TaskConfig, convert: Convert | None = None
+) -> tuple[list[Any], list[Reject]]:
+    """Rows of another file as the task's records (chats by default), read and cleaned like the run's data
+    (no dedup, split or limits).
 
     For ``tunesmith eval RUN --data FILE``; rows that cannot be used are returned as rejects.
     """
@@ -304,7 +340,8 @@ def load_eval_chats(spec: str | Path, data: DataConfig, task: TaskConfig) -> tup
     loaded = load_records(spec, data)
     for reject in loaded.rejects:
         ledger.reject(reject)
-    chats = as_chats(clean_records(loaded.records, data.clean, ledger), data, task, ledger)
+    convert = convert or (lambda record: to_chat(record, data.label_names, task.system_prompt))
+    chats = convert_records(clean_records(loaded.records, data.clean, ledger), convert, ledger)
     if not chats:
         raise DataError(f"{spec}: no usable rows to evaluate on ({len(ledger.rejects)} rejected)")
     return chats, ledger.rejects

@@ -52,11 +52,14 @@ def supports_packing(method: MethodConfig) -> bool:
     return method.name not in VIRTUAL_TOKEN_METHODS
 
 
-def apply_method(model: Any, method: MethodConfig, tokenizer_path: str | None = None) -> Any:
+def apply_method(
+    model: Any, method: MethodConfig, tokenizer_path: str | None = None, task_type: str = "CAUSAL_LM"
+) -> Any:
     """Return the model to train, with only the method's weights trainable.
 
     ``tokenizer_path`` is needed by prompt tuning with ``init_text``. A ``prune`` model is expected to be pruned
-    already (see ``tunesmith.models.prune``); here it gets its follow-up method (lora or full).
+    already (see ``tunesmith.models.prune``); here it gets its follow-up method (lora or full). ``task_type`` is
+    peft's (the recipe's ``PEFT_TASK_TYPE``): for task heads peft also trains and saves the head.
     """
     name = method.prune.then if method.name == "prune" else method.name
     if name == "full":
@@ -76,14 +79,14 @@ def apply_method(model: Any, method: MethodConfig, tokenizer_path: str | None = 
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return get_peft_model(model, _peft_config(name, method, tokenizer_path))
+    return get_peft_model(model, _peft_config(name, method, tokenizer_path, task_type))
 
 
-def _peft_config(name: str, method: MethodConfig, tokenizer_path: str | None) -> Any:
+def _peft_config(name: str, method: MethodConfig, tokenizer_path: str | None, task_type: str) -> Any:
     import peft
 
     if name == "prefix":
-        return peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=method.prefix.num_virtual_tokens)
+        return peft.PrefixTuningConfig(task_type=task_type, num_virtual_tokens=method.prefix.num_virtual_tokens)
     if name == "prompt":
         prompt = method.prompt
         text = {}
@@ -95,11 +98,11 @@ def _peft_config(name: str, method: MethodConfig, tokenizer_path: str | None) ->
                 "prompt_tuning_init_text": prompt.init_text,
                 "tokenizer_name_or_path": tokenizer_path,
             }
-        return peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=prompt.num_virtual_tokens, **text)
+        return peft.PromptTuningConfig(task_type=task_type, num_virtual_tokens=prompt.num_virtual_tokens, **text)
     if name == "ia3":
         ia3 = method.ia3
         return peft.IA3Config(
-            task_type="CAUSAL_LM", target_modules=ia3.target_modules, feedforward_modules=ia3.feedforward_modules
+            task_type=task_type, target_modules=ia3.target_modules, feedforward_modules=ia3.feedforward_modules
         )
     lora = method.lora  # lora, qlora, prune then lora
     return peft.LoraConfig(
@@ -109,7 +112,7 @@ def _peft_config(name: str, method: MethodConfig, tokenizer_path: str | None) ->
         target_modules=lora.target_modules,
         use_dora=lora.dora,
         use_rslora=lora.rslora,
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
 
 
@@ -135,8 +138,9 @@ def needs_base(method: MethodConfig) -> bool:
     return method.name in PEFT_METHODS or method.name == "adapter"
 
 
-def load_trained(method: MethodConfig, folder: Path, base: Any | None) -> Any:
-    """Load what ``save_model`` wrote: adapters onto ``base`` (changed in place), whole models from ``folder``."""
+def load_trained(method: MethodConfig, folder: Path, base: Any | None, auto_class: Any | None = None) -> Any:
+    """Load what ``save_model`` wrote: adapters onto ``base`` (changed in place), whole models from ``folder``
+    with ``auto_class`` (the recipe's, default ``AutoModelForCausalLM``)."""
     if needs_base(method) and base is None:
         raise ValueError(f"method {method.name!r} saves an adapter; pass the base model it was trained on")
     if method.name in PEFT_METHODS:
@@ -147,9 +151,11 @@ def load_trained(method: MethodConfig, folder: Path, base: Any | None) -> Any:
         from tunesmith.models.bottleneck import load_adapters
 
         return load_adapters(base, folder)
-    from transformers import AutoModelForCausalLM
+    if auto_class is None:
+        from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True)
+        auto_class = AutoModelForCausalLM
+    return auto_class.from_pretrained(str(folder), use_safetensors=True)
 
 
 def count_parameters(model: Any) -> tuple[int, int]:

@@ -36,19 +36,34 @@ def load_causal_lm(model: ModelConfig, resolved: ResolvedModel | None = None, qu
 
     ``quantization`` (a transformers quantization config, e.g. 4-bit for qlora) loads the weights quantized.
     """
-    import torch
     from transformers import AutoModelForCausalLM
+
+    return load_pretrained(model, AutoModelForCausalLM, resolved, quantization)
+
+
+def load_pretrained(
+    model: ModelConfig,
+    auto_class: Any,
+    resolved: ResolvedModel | None = None,
+    quantization: Any | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``auto_class.from_pretrained`` with tunesmith's safe defaults: fp32, safetensors for local weights, no
+    remote code unless the config asks. ``kwargs`` go to ``from_pretrained`` (e.g. ``num_labels``, ``id2label``).
+    """
+    import torch
 
     quiet_transformers()
     resolved = resolved or resolve_model(model.name)
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        return auto_class.from_pretrained(
             resolved.location,
             revision=model.revision,
             trust_remote_code=model.trust_remote_code,
             dtype=torch.float32,
             use_safetensors=None if resolved.kind == "hub" else True,
             **({"quantization_config": quantization} if quantization is not None else {}),
+            **kwargs,
         )
     except OSError as exc:
         raise hub_error(model.name, exc) from None

@@ -8,15 +8,50 @@ from functools import partial
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from tunesmith.data.records import Chat
+from tunesmith.config import RunConfig
+from tunesmith.data.convert import to_chat
+from tunesmith.data.records import Chat, Feedback, Labeled, Pair, Preference, Record
 from tunesmith.data.render import IGNORE_INDEX, Encoded, encode_chat, render_prompt
 from tunesmith.engine.loop import Batch, TaskFns
 from tunesmith.engine.packing import model_inputs, pack
 from tunesmith.engine.progress import track
 from tunesmith.metrics.classification import classification_details, classification_metrics, probability_metrics
 from tunesmith.metrics.text import exact_match, extract_label, token_f1
+from tunesmith.models.load import load_causal_lm
+from tunesmith.models.resolve import ResolvedModel
+
+NAME = "sft"
+ACCEPTS = (Chat, Labeled, Pair, Preference, Feedback)
+PEFT_TASK_TYPE = "CAUSAL_LM"
+PACKS = True
+METHODS = None
+GENERATIVE = True
+
+
+def convert(record: Record, cfg: RunConfig) -> Chat:
+    """The record as a conversation whose last assistant reply is learned (labels become label words)."""
+    return to_chat(record, cfg.data.label_names, cfg.task.system_prompt)
+
+
+def load_model(
+    cfg: RunConfig, resolved: ResolvedModel | None = None, quantization: Any | None = None, labels: Any = None
+) -> Any:
+    return load_causal_lm(cfg.model, resolved, quantization)
+
+
+def auto_class() -> type:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM
+
+
+def encode_row(record: Chat, tokenizer: Any, cfg: RunConfig) -> Encoded:
+    return encode(record, tokenizer, cfg.task.train_on, cfg.training.max_seq_len)
+
+
+def train_fns(tokenizer: Any, cfg: RunConfig, pack_len: int | None = None) -> TaskFns:
+    return task_fns(tokenizer, pack_len, cfg.training.label_smoothing)
 
 
 def encode(chat: Chat, tokenizer: Any, train_on: str, max_len: int) -> Encoded:
@@ -48,18 +83,10 @@ def count_targets(batch: Batch) -> int:
 
 
 def loss(model: Any, batch: Batch, label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
-    """Summed next-token cross-entropy over target tokens, and their count."""
-    logits = model(**model_inputs(model, batch)).logits
-    logits = logits[:, -batch["labels"].size(1) :]  # prompt tuning prepends logits of its virtual tokens
-    targets = batch["labels"][:, 1:]
-    loss_sum = F.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.size(-1)),
-        targets.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-        label_smoothing=label_smoothing,
-    )
-    return loss_sum, int((targets != IGNORE_INDEX).sum())
+    """Summed next-token cross-entropy over target tokens, and their count (logits only where there are targets)."""
+    from tunesmith.engine.lm_loss import causal_lm_loss
+
+    return causal_lm_loss(model, model_inputs(model, batch), batch["labels"], label_smoothing)
 
 
 def task_fns(tokenizer: Any, pack_len: int | None = None, label_smoothing: float = 0.0) -> TaskFns:

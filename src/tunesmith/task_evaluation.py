@@ -1,0 +1,121 @@
+"""The evaluate stage for recipes that are not chat generation (classify, tag, seq2seq, qa, lm, preference, ...).
+
+The recipe predicts and scores (see ``tunesmith.recipes``); this module runs the base model (where an untrained
+model can answer at all) and the tuned model on the same rows, scores simple baselines, compares the tuned
+model with the base model (or, for a fresh task head, with the first baseline) by a paired bootstrap and
+McNemar's test, and writes ``eval/``: ``metrics.json``, ``baselines.json``, ``comparison.json``,
+``analysis.json`` and ``predictions.jsonl``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from tunesmith.data.records import record_from_dict
+from tunesmith.errors import TunesmithError
+from tunesmith.io import atomic_dir, read_jsonl, write_json, write_jsonl
+from tunesmith.metrics.compare import compare
+
+if TYPE_CHECKING:
+    from tunesmith.run import Run
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def evaluate_task_run(
+    run: Run, split: str = "test", chats: list[Any] | None = None, out_dir: Path | None = None
+) -> dict[str, Any]:
+    """Evaluate a trained run of a non-generative recipe; return ``{"base"?: {...}, "tuned": {...}}`` metrics.
+
+    ``chats`` are already-converted records of another file (``tunesmith eval --data``), written to ``out_dir``.
+    """
+    import torch
+
+    cfg, recipe = run.config, run.recipe
+    if not run.dir.is_done("train"):
+        raise TunesmithError(f"{run.dir.root}: evaluation needs a trained model; run `tunesmith train` first")
+    records = chats if chats is not None else _split_records(run, split)
+    out_dir = out_dir or (run.dir.eval if split == "test" else run.dir.root / f"eval-{split}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = run.tuned_tokenizer()
+    console.print(f"[bold]evaluate[/]: {len(records)} rows ({cfg.task.name})")
+
+    def score(predictions: list[Any], rows: list[Any]) -> dict[str, float]:
+        return recipe.score_records(predictions, rows, cfg)
+
+    base_model = run.load_base().to(device).eval()
+    base = None
+    if cfg.eval.baseline and recipe.BASE_IS_MEANINGFUL:
+        base = recipe.predict_records(base_model, tokenizer, records, cfg, "base")
+    tuned_model = run.tuned_from_base(base_model).to(device).eval()
+    tuned = recipe.predict_records(tuned_model, tokenizer, records, cfg, "tuned")
+
+    metrics: dict[str, Any] = {"tuned": score(tuned, records)}
+    if base is not None:
+        metrics = {"base": score(base, records), **metrics}
+    baseline_predictions = _baselines(run, records)
+    baselines = {name: score(predictions, records) for name, predictions in baseline_predictions.items()}
+
+    # The comparison answers "better than what the user had": the base model, or the simplest baseline for a
+    # freshly initialised head (whose untrained predictions mean nothing).
+    against, reference = ("base", base) if base is not None else next(iter(baseline_predictions.items()), (None, None))
+    comparison = None
+    if reference is not None:
+        comparison = compare(
+            score,
+            reference,
+            tuned,
+            records,
+            correct=_correct_fn(recipe),
+            n_resamples=cfg.eval.bootstrap_samples,
+            seed=cfg.training.seed,
+        )
+    analysis: dict[str, Any] = {"compared_with": against}
+    if hasattr(recipe, "details"):
+        analysis["tuned"] = {"details": recipe.details(tuned, records, cfg)}
+        if base is not None:
+            analysis["base"] = {"details": recipe.details(base, records, cfg)}
+
+    rows = []
+    for i, record in enumerate(records):
+        row: dict[str, Any] = {"source": record.source}
+        if base is not None:
+            row["base"] = base[i]
+        row["tuned"] = tuned[i]
+        rows.append(row)
+    with atomic_dir(out_dir) as tmp:
+        write_jsonl(tmp / "predictions.jsonl", rows)
+        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "baselines.json", baselines)
+        write_json(tmp / "analysis.json", analysis)
+        if comparison is not None:
+            write_json(tmp / "comparison.json", comparison)
+    if out_dir == run.dir.eval:
+        run.dir.mark_done("evaluate", {"rows": len(records)})
+    return metrics
+
+
+def _split_records(run: Run, split: str) -> list[Any]:
+    path = run.dir.split(split)
+    if not path.is_file():
+        raise TunesmithError(f"{run.dir.root}: no prepared '{split}' split ({path} does not exist)")
+    return [record_from_dict(row) for row in read_jsonl(path)]
+
+
+def _baselines(run: Run, records: list[Any]) -> dict[str, list[Any]]:
+    """Predictions of the recipe's simple baselines (e.g. majority class from the training split)."""
+    if not hasattr(run.recipe, "baselines"):
+        return {}
+    train_path = run.dir.split("train")
+    train = [record_from_dict(row) for row in read_jsonl(train_path)] if train_path.is_file() else []
+    return run.recipe.baselines(train, records, run.config)
+
+
+def _correct_fn(recipe: Any) -> Any:
+    """Per-row correctness for McNemar's test, if the task has it (the recipe returns None where it does not)."""
+    if not hasattr(recipe, "row_correct"):
+        return None
+    return lambda prediction, record: bool(recipe.row_correct(prediction, record))
