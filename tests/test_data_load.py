@@ -248,3 +248,34 @@ def test_config_offers_exactly_the_formats_and_readers_the_loader_knows() -> Non
 
     assert set(typing.get_args(DataFormat)) == {"auto", *FORMATS} == {"auto", *PARSERS}
     assert set(typing.get_args(FileReader)) == {"auto", *READERS}
+
+
+def test_an_overlong_csv_line_is_rejected_at_its_line(tmp_path: Path, monkeypatch) -> None:
+    import tunesmith.data.load as load_module
+
+    monkeypatch.setattr(load_module, "MAX_ROW_BYTES", 1000)  # the same code path as a 2 GB line
+    path = tmp_path / "big.csv"
+    path.write_text(f"text,label\nfine,1\n{'x' * 5000},0\nalso fine,0\n", encoding="utf-8")
+    loaded = load(path)
+    assert [(r.text, r.source.rsplit(":", 1)[1]) for r in loaded.records] == [("fine", "2"), ("also fine", "4")]
+    (reject,) = loaded.rejects
+    assert (reject.source, reject.kind) == (f"{path}:3", "line_too_long")
+
+
+def test_a_truncated_gzip_fails_as_a_whole_naming_the_file(tmp_path: Path) -> None:
+    good = "".join(json.dumps({"text": f"row {i}", "label": "1"}) + "\n" for i in range(20_000))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(gzip.compress(good.encode())[:-2000])  # rows stream in, then the file ends early
+    with pytest.raises(DataError, match=r"cut.jsonl.gz: cannot be read"):
+        load(path)
+
+
+def test_parquet_is_read_in_record_batches_with_continuous_row_numbers(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"text": f"review {i}", "label": str(i % 2)} for i in range(25_000)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "big.parquet", row_group_size=4_000)
+    loaded = load(tmp_path / "big.parquet")
+    assert len(loaded.records) == 25_000 and loaded.records[-1].text == "review 24999"
+    assert loaded.records[-1].source.endswith("big.parquet:25000")

@@ -6,20 +6,19 @@ deserve a look (duplicates, rows longer than the model's context, personal data)
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tunesmith.config import DataConfig
-from tunesmith.data.convert import to_chat
 from tunesmith.data.dedup import find_duplicates, find_overlap
-from tunesmith.data.formats import RowError, RowFormat, check_columns, detect_format, rows_to_records
+from tunesmith.data.formats import RowFormat, check_columns, detect_format, rows_to_records
 from tunesmith.data.load import load_source
 from tunesmith.data.pii import find_pii
 from tunesmith.data.prepare import dedup_text
 from tunesmith.data.records import Record, texts
+from tunesmith.data.tokens import TokenCounter, length_stats
 from tunesmith.errors import DataError
 
 WARNINGS = ("exact_duplicate", "near_duplicate", "too_long", "pii", "overlap")
@@ -162,42 +161,13 @@ def _overlap(records: list[Record], against: str, data: DataConfig, result: Chec
 def _token_lengths(
     records: list[Record], data: DataConfig, tokenizer: Any, max_tokens: int | None, result: CheckResult
 ) -> dict[str, Any]:
-    lengths = []
-    for record in records:
-        try:
-            messages = [{"role": m.role, "content": m.content} for m in to_chat(record, data.label_names).messages]
-            text = tokenizer.apply_chat_template(messages, tokenize=False)
-            n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-        except RowError:
-            n = len(tokenizer("\n".join(texts(record)), add_special_tokens=True)["input_ids"])
-        lengths.append(n)
+    lengths = TokenCounter(tokenizer, label_names=dict(data.label_names), as_chat=True).count(records)
+    for record, n in zip(records, lengths, strict=True):
         if max_tokens and n > max_tokens:
             result.problems.append(
                 Problem("too_long", record.source, f"{n} tokens, more than the model's {max_tokens}", _ex(record))
             )
-    if not lengths:
-        return {}
-    ordered = sorted(lengths)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return {
-        "count": len(lengths),
-        "min": ordered[0],
-        "mean": round(statistics.fmean(lengths), 1),
-        "p50": pick(0.5),
-        "p90": pick(0.9),
-        "p99": pick(0.99),
-        "max": ordered[-1],
-        "total": sum(lengths),
-        "limit": max_tokens,
-        "histogram": _histogram(ordered),
-    }
-
-
-def _histogram(ordered: list[int], bins: int = 10) -> list[dict[str, int]]:
-    low, high = ordered[0], ordered[-1]
-    width = max(1, -(-(high - low + 1) // bins))
-    counts = Counter((n - low) // width for n in ordered)
-    return [{"from": low + b * width, "to": low + (b + 1) * width - 1, "rows": counts.get(b, 0)} for b in range(bins)]
+    return length_stats(lengths, max_tokens)
 
 
 def _line(record: Record) -> str:

@@ -35,6 +35,7 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
 FORMATS = (*SIGNATURES, "template")
 SYNONYMS = {"sentence": "text", "ner_tags": "tags"}  # common names of canonical columns
 MESSAGE_KEYS = ("role", "content", "name", "weight", "tool_calls", "tool_call_id", "function_call")
+_MESSAGE_KEYS = frozenset(MESSAGE_KEYS)
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 SHAREGPT_ROLES |= {"chatgpt": "assistant", "bard": "assistant", "model": "assistant"}
 
@@ -62,6 +63,8 @@ class RowFormat:
 def canonical(values: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
     """Rename a row's columns to the canonical names: the config's ``data.columns`` first, then synonyms."""
     if not columns:
+        if not any(theirs in values for theirs in SYNONYMS):
+            return values  # nothing to rename: parsers only read the row
         out = dict(values)
     else:
         renamed = {theirs: ours for ours, theirs in columns.items()}
@@ -201,28 +204,31 @@ def parse_messages(raw: Any, key: str = "messages", need_assistant: bool = True)
     if not isinstance(raw, list) or not raw:
         raise RowError(f"field '{key}': expected a non-empty list of {{role, content}} objects", "wrong_type")
     messages = []
+    replies = 0
     for index, item in enumerate(raw):
-        where = f"field '{key}[{index}]'"
         if not isinstance(item, dict):
-            raise RowError(f"{where}: expected an object with 'role' and 'content'", "wrong_type")
-        missing = [k for k in ("role", "content") if k not in item]
-        if missing:
-            raise RowError(f"{where}: missing key '{missing[0]}'", "message_missing_key")
-        unknown = [k for k in item if k not in MESSAGE_KEYS]
-        if unknown:
-            raise RowError(f"{where}: unrecognised key '{unknown[0]}'", "unrecognized_key")
+            raise RowError(f"field '{key}[{index}]': expected an object with 'role' and 'content'", "wrong_type")
+        if "role" not in item or "content" not in item:
+            missing = "role" if "role" not in item else "content"
+            raise RowError(f"field '{key}[{index}]': missing key '{missing}'", "message_missing_key")
+        if len(item) > 2 and not _MESSAGE_KEYS.issuperset(item):
+            unknown = next(k for k in item if k not in _MESSAGE_KEYS)
+            raise RowError(f"field '{key}[{index}]': unrecognised key '{unknown}'", "unrecognized_key")
         role, content = item["role"], item["content"]
         if role not in ROLES:
-            raise RowError(f"{where}.role: expected one of {', '.join(ROLES)}, got {role!r}", "unrecognized_role")
+            raise RowError(
+                f"field '{key}[{index}]'.role: expected one of {', '.join(ROLES)}, got {role!r}", "unrecognized_role"
+            )
         if not isinstance(content, str):
-            raise RowError(f"{where}.content: expected text, got {type(content).__name__}", "wrong_type")
-        if not content.strip():
-            raise RowError(f"{where}.content: expected non-empty text", "empty_content")
+            raise RowError(f"field '{key}[{index}]'.content: expected text, got {type(content).__name__}", "wrong_type")
+        if not content or content.isspace():
+            raise RowError(f"field '{key}[{index}]'.content: expected non-empty text", "empty_content")
         weight = item.get("weight")
         if weight is not None and weight not in (0, 1):
-            raise RowError(f"{where}.weight: expected 0 or 1, got {weight!r}", "wrong_type")
+            raise RowError(f"field '{key}[{index}]'.weight: expected 0 or 1, got {weight!r}", "wrong_type")
         messages.append(Message(role, content, weight))
-    if need_assistant and not any(m.role == "assistant" for m in messages):
+        replies += role == "assistant"
+    if need_assistant and not replies:
         raise RowError(f"field '{key}': no assistant message to learn from", "no_assistant_message")
     return messages
 
@@ -345,12 +351,14 @@ def _pair(values: dict[str, Any], fmt: RowFormat) -> Pair:
 
 
 def _squad(values: dict[str, Any], fmt: RowFormat) -> Pair:
-    answers = _get(values, "answers")
+    answers, starts = _get(values, "answers"), values.get("answer_starts")
     if isinstance(answers, dict):  # Hugging Face layout: {"text": [...], "answer_start": [...]}
-        answers = answers.get("text", [])
+        answers, starts = answers.get("text", []), answers.get("answer_start")
     if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
         raise RowError("field 'answers': expected a non-empty list of answer texts", "wrong_type")
-    return Pair(_text(values, "question"), answers[0], context=_text(values, "context"), references=answers)
+    # Where each answer starts in the context (extractive QA trains on that span; it is found by search if absent).
+    meta = {"answer_starts": list(starts)} if isinstance(starts, list) else {}
+    return Pair(_text(values, "question"), answers[0], context=_text(values, "context"), references=answers, meta=meta)
 
 
 def _preference(values: dict[str, Any], fmt: RowFormat) -> Preference:

@@ -5,14 +5,21 @@ Parquet, ``.gz`` of any of those, CoNLL (token<TAB>tag lines, blank line between
 lines (``LABEL text``, as TREC), plain ``.txt`` (one row per line), a folder of ``.txt``/``.md`` files
 (one row per file), a Hugging Face dataset saved with ``save_to_disk``, and a hub dataset named
 ``hf:NAME?name=CONFIG&split=SPLIT``.
+
+Rows are streamed (``iter_source``): JSONL, CSV/TSV, CoNLL, ``.label`` and ``.txt`` are read a line at a time
+(a line over ``MAX_ROW_BYTES`` is rejected unread), Parquet a record batch at a time, and Hugging Face datasets
+through their memory-mapped Arrow files, so a file never has to fit in memory as a whole. Only a ``.json``
+document (one JSON value) is parsed whole.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
-import io
+import itertools
 import json
+import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +74,21 @@ def read_rows(path: str | Path, reader: str | None = None) -> tuple[list[Row], l
 
 def load_source(spec: str, reader: str | None = None) -> Loaded:
     """Like ``read_rows`` but an all-rejected source is returned, not raised (``data check`` reports it)."""
+    rows: list[Row] = []
+    rejects: list[Reject] = []
+    for item in iter_source(spec, reader):
+        (rows if isinstance(item, Row) else rejects).append(item)
+    return Loaded(rows, rejects, _columns(rows))
+
+
+def iter_source(spec: str, reader: str | None = None) -> Iterator[Row | Reject]:
+    """The rows of a data source in file order, and a ``Reject`` for each line that is not a usable row.
+
+    Whole-file problems (missing, empty, binary, a wrong delimiter) raise ``DataError`` before the first row.
+    """
     if spec.startswith("hf:"):
-        rows = _read_hub(spec)
-        return Loaded(rows, [], _columns(rows))
+        yield from _read_hub(spec)
+        return
     path = Path(spec)
     if not path.exists():
         raise DataError(
@@ -77,29 +96,32 @@ def load_source(spec: str, reader: str | None = None) -> Loaded:
             "(relative paths are relative to the config file)"
         )
     if path.is_dir():
-        rows = _read_folder(path)
-        return Loaded(rows, [], _columns(rows))
+        yield from _read_folder(path)
+        return
     kind = reader or reader_for(path)
-    if kind == "jsonl":  # streamed line by line: a huge file or a huge line never sits in memory whole
-        try:
-            with _open_binary(path) as handle:
-                _check_text(path, handle.read(8192))
-            rows, rejects = _read_jsonl(path, _stream_lines(path))
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{path}: cannot be read ({exc})") from None
-        return Loaded(rows, rejects, _columns(rows))
-    raw = path.read_bytes()
-    if path.suffix.lower() == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{path}: not a valid gzip file ({exc})") from None
-    if kind == "parquet":
-        rows = _read_parquet(path, raw)
-        return Loaded(rows, [], _columns(rows))
-    text = _decode(path, raw)
-    rows, rejects = _TEXT_READERS[kind](path, text)
-    return Loaded(rows, rejects, _columns(rows))
+    try:
+        if kind == "parquet":
+            yield from _read_parquet(path)
+            return
+        with _open_binary(path) as handle:
+            _check_text(path, handle.read(8192))
+        if kind == "json":  # one JSON document: parsed whole
+            yield from _read_json(path, _decode(path, _read_all(path)))
+            return
+        lines = _stream_lines(path)
+        if kind == "jsonl":
+            yield from _read_jsonl(path, lines)
+        elif kind in ("csv", "tsv"):
+            yield from _read_delimited(path, lines, "," if kind == "csv" else "\t")
+        else:
+            yield from _LINE_READERS[kind](path, lines)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot be read ({exc})") from None
+
+
+def _read_all(path: Path) -> bytes:
+    with _open_binary(path) as handle:
+        return handle.read()
 
 
 def reader_for(path: Path) -> str:
@@ -154,9 +176,15 @@ def _stream_lines(path: Path) -> Iterator[tuple[int, str | None, int]]:
             yield number, text.removeprefix("\ufeff") if number == 1 else text, size
 
 
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
 def _bad_utf8(text: str) -> int | None:
     """Index of the first undecodable byte in ``text`` (decoded with surrogateescape), or None."""
-    return next((i for i, ch in enumerate(text) if "\udc80" <= ch <= "\udcff"), None)
+    if text.isascii():
+        return None
+    found = _SURROGATE.search(text)
+    return found.start() if found else None
 
 
 def _utf8_reject(path: Path, number: int, line: str) -> Reject:
@@ -169,23 +197,28 @@ def _utf8_reject(path: Path, number: int, line: str) -> Reject:
     )
 
 
-def _read_jsonl(path: Path, lines: Iterable[tuple[int, str | None, int]]) -> tuple[list[Row], list[Reject]]:
-    rows, rejects = [], []
+Lines = Iterable[tuple[int, str | None, int]]
+RowStream = Iterator[Row | Reject]
+
+
+def _too_long(path: Path, number: int, size: int) -> Reject:
+    return Reject(
+        f"{path}:{number}",
+        f"the line is {size:,} bytes; a row may be at most {MAX_ROW_BYTES:,} bytes",
+        "",
+        kind="line_too_long",
+    )
+
+
+def _read_jsonl(path: Path, lines: Lines) -> RowStream:
     for number, line, size in lines:
         if line is None:
-            rejects.append(
-                Reject(
-                    f"{path}:{number}",
-                    f"the line is {size:,} bytes; a row may be at most {MAX_ROW_BYTES:,} bytes",
-                    "",
-                    kind="line_too_long",
-                )
-            )
+            yield _too_long(path, number, size)
             continue
-        if not line.strip():
+        if not line or line.isspace():
             continue
         if _bad_utf8(line) is not None:
-            rejects.append(_utf8_reject(path, number, line))
+            yield _utf8_reject(path, number, line)
             continue
         try:
             value = json.loads(line)
@@ -193,30 +226,25 @@ def _read_jsonl(path: Path, lines: Iterable[tuple[int, str | None, int]]) -> tup
             hint = (
                 "; the file looks like one JSON document, name it .json" if number == 1 and line.strip() in "[{" else ""
             )
-            rejects.append(
-                Reject(
-                    f"{path}:{number}",
-                    f"malformed JSON: {exc.msg} at column {exc.colno}{hint}",
-                    line[:EXCERPT],
-                    kind="malformed_json",
-                )
+            yield Reject(
+                f"{path}:{number}",
+                f"malformed JSON: {exc.msg} at column {exc.colno}{hint}",
+                line[:EXCERPT],
+                kind="malformed_json",
             )
             continue
         if not isinstance(value, dict):
-            rejects.append(
-                Reject(
-                    f"{path}:{number}",
-                    f"expected a JSON object, got {type(value).__name__}",
-                    line[:EXCERPT],
-                    kind="not_an_object",
-                )
+            yield Reject(
+                f"{path}:{number}",
+                f"expected a JSON object, got {type(value).__name__}",
+                line[:EXCERPT],
+                kind="not_an_object",
             )
             continue
-        rows.append(Row(number, value))
-    return rows, rejects
+        yield Row(number, value)
 
 
-def _read_json(path: Path, text: str) -> tuple[list[Row], list[Reject]]:
+def _read_json(path: Path, text: str) -> RowStream:
     if _bad_utf8(text) is not None:
         line = text[: _bad_utf8(text)].count("\n") + 1
         raise DataError(f"{path}:{line}: not valid UTF-8; re-save the file as UTF-8")
@@ -228,27 +256,24 @@ def _read_json(path: Path, text: str) -> tuple[list[Row], list[Reject]]:
             hint = "; it looks like JSON lines (one object per line): name it .jsonl"
         raise DataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}{hint}") from None
     if isinstance(value, dict) and _is_squad(value):
-        return _squad_rows(value), []
+        yield from _squad_rows(value)
+        return
     if isinstance(value, dict):
         lists = [v for v in value.values() if isinstance(v, list)]
         if len(lists) == 1:
             value = lists[0]
     if not isinstance(value, list):
         raise DataError(f"{path}: expected a JSON array of objects, got {type(value).__name__}")
-    rows, rejects = [], []
     for index, item in enumerate(value):
         if isinstance(item, dict):
-            rows.append(Row(index + 1, item))  # for a JSON array, "line" is the 1-based item index
+            yield Row(index + 1, item)  # for a JSON array, "line" is the 1-based item index
         else:
-            rejects.append(
-                Reject(
-                    f"{path}:item {index + 1}",
-                    f"expected an object, got {type(item).__name__}",
-                    str(item)[:EXCERPT],
-                    kind="not_an_object",
-                )
+            yield Reject(
+                f"{path}:item {index + 1}",
+                f"expected an object, got {type(item).__name__}",
+                str(item)[:EXCERPT],
+                kind="not_an_object",
             )
-    return rows, rejects
 
 
 def _is_squad(value: dict[str, Any]) -> bool:
@@ -268,41 +293,56 @@ def _squad_rows(value: dict[str, Any]) -> list[Row]:
                     "context": paragraph.get("context"),
                     "question": qa.get("question"),
                     "answers": [a.get("text") for a in qa.get("answers", [])],
+                    "answer_starts": [a.get("answer_start") for a in qa.get("answers", [])],
                 }
                 rows.append(Row(len(rows) + 1, values))
     return rows
 
 
-def _read_delimited(path: Path, text: str, delimiter: str) -> tuple[list[Row], list[Reject]]:
+def _read_delimited(path: Path, lines: Lines, delimiter: str) -> RowStream:
+    # A line over the limit reaches the csv parser as an empty line (skipped) and is rejected in its place.
+    too_long: list[tuple[int, int]] = []
+
+    def texts() -> Iterator[str]:
+        for number, text, size in lines:
+            if text is None:
+                too_long.append((number, size))
+                text = ""
+            yield text + "\n"
+
     # QUOTE_NONE for TSV: GLUE-style TSVs contain bare quotes that are part of the text.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    header = next(reader, None)
-    if not header:
-        raise DataError(f"{path}: no header row")
-    header = [h.strip() for h in header]
-    _check_delimiter(path, header, delimiter)
-    rows, rejects = [], []
-    for cells in reader:
-        number = reader.line_num
-        if not any(c.strip() for c in cells):
-            continue
-        joined = delimiter.join(cells)
-        if _bad_utf8(joined) is not None:
-            rejects.append(_utf8_reject(path, number, joined))
-            continue
-        if len(cells) != len(header):
-            rejects.append(
-                Reject(
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_ROW_BYTES))  # a field may be as long as a row
+    reader = csv.reader(texts(), delimiter=delimiter, quoting=quoting)
+    try:
+        header = next(reader, None)
+        if not header:
+            raise DataError(f"{path}: no header row")
+        header = [h.strip() for h in header]
+        _check_delimiter(path, header, delimiter)
+        for cells in reader:
+            number = reader.line_num
+            while too_long and too_long[0][0] <= number:
+                yield _too_long(path, *too_long.pop(0))
+            if not any(c.strip() for c in cells):
+                continue
+            joined = delimiter.join(cells)
+            if _bad_utf8(joined) is not None:
+                yield _utf8_reject(path, number, joined)
+                continue
+            if len(cells) != len(header):
+                yield Reject(
                     f"{path}:{number}",
                     f"expected {len(header)} fields ({', '.join(header)}), got {len(cells)}",
                     joined[:EXCERPT],
                     kind="wrong_field_count",
                 )
-            )
-            continue
-        rows.append(Row(number, dict(zip(header, cells, strict=True))))
-    return rows, rejects
+                continue
+            yield Row(number, dict(zip(header, cells, strict=True)))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: not valid {'CSV' if delimiter == ',' else 'TSV'}: {exc}") from None
+    for number, size in too_long:
+        yield _too_long(path, number, size)
 
 
 def _check_delimiter(path: Path, header: list[str], delimiter: str) -> None:
@@ -319,25 +359,30 @@ def _check_delimiter(path: Path, header: list[str], delimiter: str) -> None:
             )
 
 
-def _read_conll(path: Path, text: str) -> tuple[list[Row], list[Reject]]:
+def _read_conll(path: Path, lines: Lines) -> RowStream:
     """One token per line with its tag in the last column; a blank line ends a sentence."""
-    rows, rejects = [], []
     tokens: list[str] = []
     tags: list[str] = []
     start = 0
     bad: Reject | None = None
-    for number, line in enumerate([*text.splitlines(), ""], start=1):
-        if not line.strip():
+    last = 0
+    for number, line, size in itertools.chain(lines, [(0, "", 0)]):  # a final blank line ends the last sentence
+        number = number or last + 1
+        last = number
+        if line is not None and not line.strip():
             if bad:
-                rejects.append(bad)
+                yield bad
             elif tokens:
-                rows.append(Row(start, {"tokens": tokens, "tags": tags}))
+                yield Row(start, {"tokens": tokens, "tags": tags})
             tokens, tags, bad = [], [], None
             continue
-        if line.startswith("-DOCSTART-"):
+        if line is not None and line.startswith("-DOCSTART-"):
             continue
         if not tokens and bad is None:
             start = number
+        if line is None:
+            bad = bad or _too_long(path, number, size)
+            continue
         if _bad_utf8(line) is not None:
             bad = bad or _utf8_reject(path, number, line)
             continue
@@ -349,46 +394,50 @@ def _read_conll(path: Path, text: str) -> tuple[list[Row], list[Reject]]:
             continue
         tokens.append(parts[0])
         tags.append(parts[-1].strip())
-    return rows, rejects
 
 
-def _read_label_lines(path: Path, text: str) -> tuple[list[Row], list[Reject]]:
+def _read_label_lines(path: Path, lines: Lines) -> RowStream:
     """``LABEL text`` per line (TREC, fastText's ``__label__x text``)."""
-    rows, rejects = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line, size in lines:
+        if line is None:
+            yield _too_long(path, number, size)
+            continue
         if not line.strip():
             continue
         if _bad_utf8(line) is not None:
-            rejects.append(_utf8_reject(path, number, line))
+            yield _utf8_reject(path, number, line)
             continue
         label, _, rest = line.strip().partition(" ")
         if not rest.strip():
-            rejects.append(
-                Reject(f"{path}:{number}", "expected 'LABEL text' on a line", line[:EXCERPT], kind="empty_text")
-            )
+            yield Reject(f"{path}:{number}", "expected 'LABEL text' on a line", line[:EXCERPT], kind="empty_text")
             continue
-        rows.append(Row(number, {"label": label.removeprefix("__label__"), "text": rest.strip()}))
-    return rows, rejects
+        yield Row(number, {"label": label.removeprefix("__label__"), "text": rest.strip()})
 
 
-def _read_text_lines(path: Path, text: str) -> tuple[list[Row], list[Reject]]:
-    rows, rejects = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+def _read_text_lines(path: Path, lines: Lines) -> RowStream:
+    for number, line, size in lines:
+        if line is None:
+            yield _too_long(path, number, size)
+        elif not line.strip():
             continue
-        if _bad_utf8(line) is not None:
-            rejects.append(_utf8_reject(path, number, line))
+        elif _bad_utf8(line) is not None:
+            yield _utf8_reject(path, number, line)
         else:
-            rows.append(Row(number, {"text": line}))
-    return rows, rejects
+            yield Row(number, {"text": line})
 
 
 def read_parallel(source: str | Path, target: str | Path) -> tuple[list[Row], list[Reject], list[str]]:
     """Two line-aligned text files (e.g. a sentence and its translation per line) as source/target rows."""
-    src_rows, src_bad = _read_text_lines(Path(source), _decode(Path(source), Path(source).read_bytes()))
-    tgt_rows, tgt_bad = _read_text_lines(Path(target), _decode(Path(target), Path(target).read_bytes()))
-    targets = {row.line: row.values["text"] for row in tgt_rows}
-    rows, rejects = [], [*src_bad, *tgt_bad]
+    sides = []
+    for path in (Path(source), Path(target)):
+        if not path.is_file():
+            raise DataError(f"data file not found: {path}")
+        with _open_binary(path) as handle:
+            _check_text(path, handle.read(8192))
+        sides.append(list(_read_text_lines(path, _stream_lines(path))))
+    src_rows = [r for r in sides[0] if isinstance(r, Row)]
+    targets = {r.line: r.values["text"] for r in sides[1] if isinstance(r, Row)}
+    rows, rejects = [], [r for side in sides for r in side if isinstance(r, Reject)]
     for row in src_rows:
         if row.line in targets:
             rows.append(Row(row.line, {"source": row.values["text"], "target": targets.pop(row.line)}))
@@ -400,21 +449,29 @@ def read_parallel(source: str | Path, target: str | Path) -> tuple[list[Row], li
     return rows, rejects, ["source", "target"]
 
 
-def _read_folder(path: Path) -> list[Row]:
+def _read_folder(path: Path) -> RowStream:
     if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
-        return _read_saved_dataset(path)
+        yield from _read_saved_dataset(path)
+        return
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
     if not files:
         raise DataError(f"{path}: a folder needs .txt/.md files or a Hugging Face dataset saved with save_to_disk")
-    rows = []
     for file in files:
         text = _decode(file, file.read_bytes()) if file.stat().st_size else ""
         if text.strip() and _bad_utf8(text) is None:
-            rows.append(Row(1, {"text": text}, file=str(file)))
-    return rows
+            yield Row(1, {"text": text}, file=str(file))
 
 
-def _read_saved_dataset(path: Path) -> list[Row]:
+def _dataset_rows(dataset: Any, batch_size: int = 1000) -> RowStream:
+    """Rows of a ``datasets.Dataset``, read a batch at a time from its memory-mapped Arrow files."""
+    number = 0
+    for batch in dataset.iter(batch_size=batch_size):
+        for values in zip(*batch.values(), strict=True):
+            number += 1
+            yield Row(number, dict(zip(batch, values, strict=True)))
+
+
+def _read_saved_dataset(path: Path) -> RowStream:
     import datasets
 
     dataset = datasets.load_from_disk(str(path))
@@ -423,10 +480,10 @@ def _read_saved_dataset(path: Path) -> list[Row]:
             f"{path}: holds a DatasetDict with splits {', '.join(dataset)}; point at one split's folder, "
             f"e.g. {path / next(iter(dataset))}"
         )
-    return [Row(i + 1, dict(item)) for i, item in enumerate(dataset)]
+    yield from _dataset_rows(dataset)
 
 
-def _read_hub(spec: str) -> list[Row]:
+def _read_hub(spec: str) -> RowStream:
     """``hf:NAME?name=CONFIG&split=SPLIT`` through ``datasets.load_dataset`` (honours HF_HUB_OFFLINE)."""
     import datasets
 
@@ -437,29 +494,28 @@ def _read_hub(spec: str) -> list[Row]:
         dataset = datasets.load_dataset(name, options.pop("name", None), split=split, **options)
     except Exception as exc:  # the hub raises many kinds; all mean the same to a user
         raise DataError(f"{spec}: could not load the Hugging Face dataset: {exc}") from None
-    return [Row(i + 1, dict(item)) for i, item in enumerate(dataset)]
+    yield from _dataset_rows(dataset)
 
 
-def _read_parquet(path: Path, raw: bytes) -> list[Row]:
+def _read_parquet(path: Path) -> RowStream:
+    """A record batch at a time (a ``.parquet.gz`` is decompressed in memory first)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(pa.BufferReader(raw))
+        source = pa.BufferReader(_read_all(path)) if path.suffix.lower() == ".gz" else path
+        batches = pq.ParquetFile(source).iter_batches(batch_size=10_000)
+        number = 0
+        for batch in batches:
+            for values in batch.to_pylist():
+                number += 1
+                yield Row(number, values)
     except pa.ArrowException as exc:
         raise DataError(f"{path}: not a valid Parquet file ({exc})") from None
-    return [Row(i + 1, values) for i, values in enumerate(table.to_pylist())]
 
 
 def _columns(rows: list[Row]) -> list[str]:
     return list(dict.fromkeys(key for row in rows for key in row.values))
 
 
-_TEXT_READERS = {
-    "json": _read_json,
-    "csv": lambda p, t: _read_delimited(p, t, ","),
-    "tsv": lambda p, t: _read_delimited(p, t, "\t"),
-    "conll": _read_conll,
-    "label": _read_label_lines,
-    "txt": _read_text_lines,
-}
+_LINE_READERS = {"conll": _read_conll, "label": _read_label_lines, "txt": _read_text_lines}

@@ -6,19 +6,21 @@ dropped problem rows go to ``rejects.jsonl`` with file, line and reason.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tunesmith.config import CleanConfig, DataConfig, DedupConfig, ParallelFiles, PiiConfig, TaskConfig
 from tunesmith.data import clean
+from tunesmith.data.augment import augment_train
 from tunesmith.data.convert import to_chat
 from tunesmith.data.dedup import content_hash, find_duplicates, find_overlap
 from tunesmith.data.formats import RowError, RowFormat, check_columns, detect_format, rows_to_records
-from tunesmith.data.load import Reject, read_parallel, read_rows
+from tunesmith.data.load import Reject, Row, iter_source, read_parallel
 from tunesmith.data.pii import redact
 from tunesmith.data.records import (
     Chat,
@@ -27,6 +29,7 @@ from tunesmith.data.records import (
     Pair,
     Preference,
     Record,
+    Text,
     map_text,
     record_to_dict,
     stratum,
@@ -34,10 +37,13 @@ from tunesmith.data.records import (
 )
 from tunesmith.data.report import Ledger
 from tunesmith.data.split import assign_split, stratified_splits
+from tunesmith.data.tokens import TokenCounter, length_stats
 from tunesmith.errors import DataError
 from tunesmith.io import write_json, write_jsonl
 
 SPLITS = ("train", "validation", "test")
+FORMAT_SAMPLE = 1000  # rows read before the format is decided
+CHUNK_ROWS = 10_000  # rows converted to records at a time
 
 
 @dataclass
@@ -59,15 +65,31 @@ class Prepared:
 
 
 def load_records(spec: str | Path | ParallelFiles, data: DataConfig, reader: str | None = None) -> Loaded:
-    """Read one source and turn its rows into typed records (rejecting, not losing, the rows that cannot be)."""
+    """Read one source and turn its rows into typed records (rejecting, not losing, the rows that cannot be).
+
+    Rows are converted as they stream in, a chunk at a time; only the records are kept, not the raw rows.
+    """
     if isinstance(spec, ParallelFiles):
-        rows, rejects, columns = read_parallel(spec.source, spec.target)
-        if not rows:
+        pairs, pair_rejects, _ = read_parallel(spec.source, spec.target)
+        if not pairs:
             raise DataError(f"{spec.source}, {spec.target}: no line-aligned rows")
+        stream: Iterator[Row | Reject] = iter([*pair_rejects, *pairs])
         spec = spec.source
     else:
-        rows, rejects, columns = read_rows(spec, reader or (None if data.reader == "auto" else data.reader))
-    kind = detect_format(spec, rows, data.format, data.prompt_template, data.columns)
+        stream = iter_source(str(spec), reader or (None if data.reader == "auto" else data.reader))
+    rejects: list[Reject] = []
+    head: list[Row] = []  # the first rows decide the format
+    for item in stream:
+        if isinstance(item, Reject):
+            rejects.append(item)
+        else:
+            head.append(item)
+            if len(head) == FORMAT_SAMPLE:
+                break
+    if not head:
+        first = f"; first: {rejects[0].source}: {rejects[0].reason}" if rejects else ""
+        raise DataError(f"{spec}: no usable rows ({len(rejects)} rejected{first})" if rejects else f"{spec}: no rows")
+    kind = detect_format(spec, head, data.format, data.prompt_template, data.columns)
     fmt = RowFormat(
         kind=kind,
         prompt_template=data.prompt_template,
@@ -76,9 +98,24 @@ def load_records(spec: str | Path | ParallelFiles, data: DataConfig, reader: str
         label_names=dict(data.label_names),
         columns=dict(data.columns),
     )
-    check_columns(spec, columns, fmt)
-    records, bad = rows_to_records(spec, rows, fmt)
-    return Loaded(records, rejects + bad, kind, len(rows) + len(rejects))
+    check_columns(spec, list(dict.fromkeys(key for row in head for key in row.values)), fmt)
+    records: list[Record] = []
+    rows_in = len(rejects)
+    chunk = head
+    for item in itertools.chain(stream, [None]):
+        if isinstance(item, Reject):
+            rejects.append(item)
+            rows_in += 1
+            continue
+        if item is not None:
+            chunk.append(item)
+        if len(chunk) >= CHUNK_ROWS or (item is None and chunk):
+            converted, bad = rows_to_records(spec, chunk, fmt)
+            records += converted
+            rejects += bad
+            rows_in += len(chunk)
+            chunk = []
+    return Loaded(records, rejects, kind, rows_in)
 
 
 Convert = Callable[[Record], Record]
@@ -91,12 +128,20 @@ def prepare_data(
     seed: int,
     convert: Convert | None = None,
     accepts: tuple[type, ...] = CHAT_RECORDS,
+    tokens: TokenCounter | None = None,
 ) -> Prepared:
     """Load every configured split as records, cleaned, deduplicated, split, limited and accounted for.
 
     ``convert`` turns each kept record into what the task trains on (the recipe's ``convert``; by default a
     ``Chat`` for sft) and may reject a row with ``RowError``; ``accepts`` are the record types the task can use.
+    ``tokens`` (the model's tokenizer) adds token lengths per split to the report and applies
+    ``data.clean.min_tokens`` / ``max_tokens``, which need it.
     """
+    if tokens is None and (data.clean.min_tokens or data.clean.max_tokens):
+        raise DataError(
+            "data.clean.min_tokens / max_tokens count tokens with the model's tokenizer, which this caller did not "
+            "pass.\n  fix: run `tunesmith prepare` / `tunesmith run` (they load it), or use min_chars / max_chars"
+        )
     ledger = Ledger()
     sources = {name: getattr(data, name) for name in SPLITS if getattr(data, name)}
     splits: dict[str, list[Record]] = {}
@@ -114,7 +159,7 @@ def prepare_data(
         ledger.rows_in[f"{name}: {where}"] += loaded.rows_in
         for reject in loaded.rejects:
             ledger.reject(reject)
-        records = clean_records(loaded.records, data.clean, ledger)
+        records = clean_records(loaded.records, data.clean, ledger, tokens)
         splits[name] = scan_pii(records, data.pii, ledger)
 
     splits["train"] = dedup_within(splits["train"], data.dedup, ledger)
@@ -123,10 +168,13 @@ def prepare_data(
     if data.dedup.across_splits:
         remove_leaks(splits, sources, data.dedup, ledger)
     apply_limits(splits, data, seed, ledger)
+    augmented = augment_train(splits, data, seed, ledger)  # training rows only; off unless data.augment.copies
 
     labels = {name: Counter(s for r in records if (s := stratum(r)) is not None) for name, records in splits.items()}
     convert = convert or (lambda record: to_chat(record, data.label_names, task.system_prompt))
     chats = {name: convert_records(records, convert, ledger) for name, records in splits.items()}
+    if tokens is not None:
+        ledger.tokens = {name: length_stats(tokens.count(rows), tokens.max_len) for name, rows in chats.items()}
     for name in ("train", *data_splits_needed(data)):
         if not chats.get(name):
             report = ledger.report(chats, labels)
@@ -135,15 +183,20 @@ def prepare_data(
                 f"no {name} rows left after preparation: {report['rows_in']} rows read, "
                 f"dropped by reason {report['dropped']}{first}"
             )
-    return Prepared(chats, ledger.rejects, ledger.report(chats, labels))
+    return Prepared(chats, ledger.rejects, {**ledger.report(chats, labels), **augmented})
 
 
 def data_splits_needed(data: DataConfig) -> list[str]:
     return [n for n in ("validation", "test") if getattr(data, n) or getattr(data, f"{n}_fraction") > 0]
 
 
-def clean_records(records: list[Record], cfg: CleanConfig, ledger: Ledger) -> list[Record]:
-    """Apply each enabled cleaning step, counting the rows each one changed; drop rows it empties."""
+def clean_records(
+    records: list[Record], cfg: CleanConfig, ledger: Ledger, tokens: TokenCounter | None = None
+) -> list[Record]:
+    """Apply each enabled cleaning step, counting the rows each one changed; drop rows it empties or filters out.
+
+    The token-length limits need ``tokens`` (the model's tokenizer); without it they are not applied.
+    """
     steps = []
     if cfg.strip_html:
         steps.append(("html", clean.strip_html))
@@ -153,16 +206,26 @@ def clean_records(records: list[Record], cfg: CleanConfig, ledger: Ledger) -> li
         steps.append(("control_chars", clean.strip_control))
     if cfg.whitespace:
         steps.append(("whitespace", clean.tidy_whitespace))
+    raw_steps = list(steps)  # raw text (Text records) also loses repeated and boilerplate lines
+    if cfg.boilerplate_min_docs:
+        documents = (r.text for r in records if isinstance(r, Text))
+        boilerplate = clean.common_lines(documents, cfg.boilerplate_min_docs)
+        if boilerplate:
+            raw_steps.insert(0, ("boilerplate_lines", lambda t: clean.drop_lines(t, boilerplate)))
+    if cfg.repeated_lines:
+        raw_steps.insert(0, ("repeated_lines", clean.drop_repeated_lines))
+    detect = clean.LanguageDetector() if cfg.languages else None
     kept = []
     for record in records:
         changed: set[str] = set()
         state = {"size": 0, "emptied": False}
+        record_steps = raw_steps if isinstance(record, Text) else steps
 
-        def _clean(text: str, changed: set[str] = changed, state: dict = state) -> str:
+        def _clean(text: str, changed: set[str] = changed, state: dict = state, steps: list = record_steps) -> str:
             was_blank = not text.strip()
             for name, step in steps:
                 new = step(text)
-                if new != text:
+                if new is not text and new != text:
                     changed.add(name)
                     text = new
             state["size"] += len(text)
@@ -179,10 +242,32 @@ def clean_records(records: list[Record], cfg: CleanConfig, ledger: Ledger) -> li
             problem = ("too_short", f"{size} characters, below data.clean.min_chars={cfg.min_chars}")
         elif cfg.max_chars is not None and size > cfg.max_chars:
             problem = ("too_long", f"{size} characters, above data.clean.max_chars={cfg.max_chars}")
+        elif detect and (found := detect("\n".join(texts(record)))) and found[0] not in cfg.languages:
+            problem = (
+                "wrong_language",
+                f"detected language '{found[0]}' (probability {found[1]:.2f}); data.clean.languages is "
+                f"{', '.join(cfg.languages)}",
+            )
         if problem:
             ledger.reject(Reject(record.source, problem[1], _excerpt(record), kind=problem[0]))
         else:
             kept.append(record)
+    if tokens is not None and (cfg.min_tokens or cfg.max_tokens):
+        kept = _token_limits(kept, cfg, tokens, ledger)
+    return kept
+
+
+def _token_limits(records: list[Record], cfg: CleanConfig, tokens: TokenCounter, ledger: Ledger) -> list[Record]:
+    kept = []
+    for record, n in zip(records, tokens.count(records), strict=True):
+        if n < cfg.min_tokens:
+            reason = ("too_few_tokens", f"{n} tokens, below data.clean.min_tokens={cfg.min_tokens}")
+        elif cfg.max_tokens is not None and n > cfg.max_tokens:
+            reason = ("too_many_tokens", f"{n} tokens, above data.clean.max_tokens={cfg.max_tokens}")
+        else:
+            kept.append(record)
+            continue
+        ledger.reject(Reject(record.source, reason[1], _excerpt(record), kind=reason[0]))
     return kept
 
 

@@ -15,14 +15,14 @@ from typing import Any
 ROLES = ("system", "user", "assistant")
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     role: str
     content: str
     weight: float | None = None  # 0 = no loss on this assistant message; None = the task default
 
 
-@dataclass
+@dataclass(slots=True)
 class Chat:
     """A conversation; the last assistant message is the target for prediction."""
 
@@ -51,7 +51,7 @@ class Chat:
         return next(m.content for m in reversed(self.messages) if m.role == "assistant")
 
 
-@dataclass
+@dataclass(slots=True)
 class Labeled:
     """Text (and optionally a second text, e.g. a hypothesis) with a class label."""
 
@@ -62,7 +62,7 @@ class Labeled:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Tagged:
     """A token sequence with one tag per token (NER, POS)."""
 
@@ -72,7 +72,7 @@ class Tagged:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Pair:
     """A source text and its target (translation, summary, answer); ``context`` for reading comprehension."""
 
@@ -84,7 +84,7 @@ class Pair:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Preference:
     """A prompt (conversation so far) with a preferred and a dispreferred reply."""
 
@@ -95,7 +95,7 @@ class Preference:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Feedback:
     """A prompt and one reply with a binary judgement (KTO-style): ``label`` True means desirable."""
 
@@ -106,7 +106,7 @@ class Feedback:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Text:
     """Raw text for continued pre-training."""
 
@@ -137,30 +137,73 @@ def record_from_dict(row: dict[str, Any]) -> Record:
 
 
 def map_text(record: Record, fn: Callable[[str], str]) -> Record:
-    """A copy of ``record`` with ``fn`` applied to every free-text string (not labels, roles or provenance)."""
+    """``record`` with ``fn`` applied to every free-text string (not labels, roles or provenance).
+
+    Copy on write: a record (or message) whose texts ``fn`` leaves unchanged is returned as is, not copied.
+    """
     return _map(record, fn)
 
 
+def _text_fields(cls: type) -> tuple[str, ...]:
+    names = _TEXT_FIELDS.get(cls)
+    if names is None:
+        names = tuple(
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in _NOT_CONTENT and not (cls is Tagged and f.name == "tags")
+        )
+        _TEXT_FIELDS[cls] = names
+    return names
+
+
+_TEXT_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def _map(value: Any, fn: Callable[[str], str]) -> Any:
+    if type(value) is Chat:  # the common record, without the generic walk
+        messages = value.messages
+        for index, message in enumerate(value.messages):
+            content = fn(message.content)
+            if content is not message.content and content != message.content:
+                if messages is value.messages:
+                    messages = list(messages)
+                messages[index] = dataclasses.replace(message, content=content)
+        return value if messages is value.messages else dataclasses.replace(value, messages=messages)
     if isinstance(value, str):
-        return fn(value)
+        new = fn(value)
+        return value if new is value or new == value else new
     if isinstance(value, list):
-        return [_map(v, fn) for v in value]
+        items = [_map(v, fn) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {
-            f.name: _map(getattr(value, f.name), fn)
-            for f in dataclasses.fields(value)
-            if f.name not in _NOT_CONTENT and not (isinstance(value, Tagged) and f.name == "tags")
-        }
-        return dataclasses.replace(value, **changes)
+        changes = {}
+        for name in _text_fields(type(value)):
+            old = getattr(value, name)
+            new = _map(old, fn)
+            if new is not old:
+                changes[name] = new
+        return dataclasses.replace(value, **changes) if changes else value
     return value
 
 
 def texts(record: Record) -> list[str]:
     """Every free-text string of a record, in field order (what cleaning, PII and dedup look at)."""
     found: list[str] = []
-    _map(record, lambda s: found.append(s) or s)
+    _collect(record, found)
     return found
+
+
+def _collect(value: Any, found: list[str]) -> None:
+    if type(value) is Chat:
+        found += [message.content for message in value.messages]
+    elif isinstance(value, str):
+        found.append(value)
+    elif isinstance(value, list):
+        for item in value:
+            _collect(item, found)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for name in _text_fields(type(value)):
+            _collect(getattr(value, name), found)
 
 
 def stratum(record: Record) -> str | None:

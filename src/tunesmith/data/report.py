@@ -17,6 +17,7 @@ class Ledger:
     pii: Counter[str] = field(default_factory=Counter)  # spans found, per PII type
     rejects: list[Reject] = field(default_factory=list)  # dropped rows that are problems (not row limits)
     notes: list[str] = field(default_factory=list)
+    tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # token-length stats per split
 
     def reject(self, reject: Reject) -> None:
         self.dropped[reject.kind] += 1
@@ -43,4 +44,15 @@ class Ledger:
             "pii": dict(sorted(self.pii.items())),
             "labels": {name: dict(sorted(c.items())) for name, c in labels.items() if c},
             "notes": self.notes,
+            **self._token_report(),
+        }
+
+    def _token_report(self) -> dict[str, Any]:
+        """Token lengths per split and the tokens one epoch trains on (after the cut to training.max_seq_len)."""
+        if not self.tokens:
+            return {}
+        train = self.tokens.get("train") or {}
+        return {
+            "tokens": self.tokens,
+            "train_tokens_per_epoch": train.get("trained", train.get("total", 0)),
         }
