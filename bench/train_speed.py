@@ -56,9 +56,15 @@ def run_tunesmith(args: argparse.Namespace) -> dict:
     model, tokenizer = model_and_tokenizer()
     examples = load_examples(tokenizer, args.max_len, args.examples)
     cfg = TrainingConfig(
-        max_steps=args.steps, batch_size=args.batch, learning_rate=2e-4, max_seq_len=args.max_len, scheduler="constant"
+        max_steps=args.steps,
+        batch_size=args.batch,
+        learning_rate=2e-4,
+        max_seq_len=args.max_len,
+        scheduler="constant",
+        seed=42,
+        packing=not args.no_packing,
     )
-    fns = sft.task_fns(tokenizer, pack_len=args.max_len)
+    fns = sft.task_fns(tokenizer, pack_len=None if args.no_packing else args.max_len)
     started = time.perf_counter()
     summary = train(model, examples, fns, cfg, accelerator=Accelerator(cpu=True))
     seconds = time.perf_counter() - started
@@ -72,10 +78,9 @@ def run_hf(args: argparse.Namespace) -> dict:
     model, tokenizer = model_and_tokenizer()
     examples = load_examples(tokenizer, args.max_len, args.examples)
     dataset = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
-    counted = {"tokens": 0}
 
     def collate(rows: list[dict]) -> dict:
-        """Right-pad to the longest in the batch (what DataCollatorForSeq2Seq does), counting real tokens."""
+        """Right-pad to the longest in the batch (what DataCollatorForSeq2Seq does)."""
         width = max(len(r["input_ids"]) for r in rows)
         ids = torch.full((len(rows), width), tokenizer.pad_token_id)
         labels = torch.full((len(rows), width), -100)
@@ -84,7 +89,6 @@ def run_hf(args: argparse.Namespace) -> dict:
             ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
             labels[i, : len(r["labels"])] = torch.tensor(r["labels"])
             mask[i, : len(r["input_ids"])] = 1
-        counted["tokens"] += int(mask.sum())
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     training_args = TrainingArguments(
@@ -101,11 +105,48 @@ def run_hf(args: argparse.Namespace) -> dict:
         remove_unused_columns=False,
         seed=42,
     )
-    trainer = Trainer(model=model, args=training_args, train_dataset=dataset, data_collator=collate)
+    # The same examples in the same order as tunesmith's first epoch (its order is a pure function of the seed).
+    from tunesmith.engine.batching import epoch_order
+
+    dataset = [dataset[i] for i in epoch_order(len(dataset), 42, 0)]
+
+    class InOrder(Trainer):
+        def _get_train_sampler(self, *_args: object, **_kwargs: object) -> object:
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+    trainer = InOrder(model=model, args=training_args, train_dataset=dataset, data_collator=collate)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    return {"useful_tokens": counted["tokens"], "seconds": seconds}
+    # The examples trained on: the first steps x batch of the order (the dataloader collates one batch ahead,
+    # so counting in the collator would count a batch that is never trained on).
+    useful = sum(len(row["input_ids"]) for row in dataset[: args.steps * args.batch])
+    return {"useful_tokens": useful, "seconds": seconds}
+
+
+def run_estimate(args: argparse.Namespace) -> dict:
+    """``tunesmith estimate``'s prediction for the tunesmith side (no model weights loaded)."""
+    from transformers import AutoConfig
+
+    from tunesmith.config import MethodConfig, ModelConfig, TrainingConfig
+    from tunesmith.engine.estimate import estimate
+    from tunesmith.models.load import load_tokenizer
+    from tunesmith.models.resolve import resolve_model
+
+    resolved = resolve_model("smollm2-135m")
+    examples = load_examples(load_tokenizer(ModelConfig(name="smollm2-135m"), resolved), args.max_len, args.examples)
+    cfg = TrainingConfig(batch_size=args.batch, max_seq_len=args.max_len, seed=42, packing=not args.no_packing)
+    result = estimate(
+        AutoConfig.from_pretrained(resolved.location),
+        MethodConfig(name="lora"),
+        cfg,
+        [len(e.input_ids) for e in examples],
+        [e.n_targets for e in examples],
+        device="cpu",
+        packing=not args.no_packing,
+    ).to_dict()
+    result["tokens_per_s"] = result["tokens_per_epoch"] / result["seconds_per_epoch"]
+    return result
 
 
 def child(args: argparse.Namespace) -> None:
@@ -121,9 +162,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-len", type=int, default=512)
     parser.add_argument("--examples", type=int, default=100)
-    parser.add_argument("--which", choices=["both", "tunesmith", "hf"], default="both")
+    parser.add_argument("--no-packing", action="store_true", help="tunesmith pads instead of packing")
+    parser.add_argument("--which", choices=["both", "tunesmith", "hf", "estimate"], default="both")
     parser.add_argument("--tmp", default="/tmp/tunesmith-bench")
     args = parser.parse_args()
+    if args.which == "estimate":
+        print(json.dumps(run_estimate(args), indent=2))
+        return
     if args.which != "both":
         child(args)
         return
@@ -138,6 +183,11 @@ def main() -> None:
     print(f"machine: {machine}, {platform.system()}, python {platform.python_version()}")
     print(f"tokens/s ratio (tunesmith / HF Trainer + peft): {ts['tokens_per_s'] / hf['tokens_per_s']:.2f}x")
     print(f"peak RSS ratio (tunesmith / HF Trainer + peft): {ts['peak_rss_gib'] / hf['peak_rss_gib']:.2f}x")
+    predicted = run_estimate(args)
+    print(
+        f"tunesmith estimate: peak {predicted['peak_gib']:.2f} GiB (measured {ts['peak_rss_gib']:.2f}), "
+        f"{predicted['tokens_per_s']:.1f} tokens/s (measured {ts['tokens_per_s']:.1f})"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Training options: warmup-stable-decay, gradient checkpointing, label smoothing, early stopping."""
+"""Training options: schedules, gradient checkpointing, label smoothing, early stopping, dropout, trackers, memory."""
 
 from __future__ import annotations
 
@@ -121,3 +121,161 @@ def test_neftune_perturbs_training_only_and_is_removed_afterwards(tiny_model_dir
     ids = torch.tensor([[5, 6, 7, 8]])
     embed = model.get_input_embeddings()
     assert torch.equal(embed(ids), embed(ids))  # the hook is gone once training returns
+
+
+def test_reduce_on_plateau_lowers_the_lr_only_when_validation_stalls(tiny_model_dir: Path, tmp_path: Path) -> None:
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    cfg = TrainingConfig(scheduler="reduce_on_plateau", eval_every=1, plateau_factor=0.5, plateau_patience=1)
+    scheduler = build_scheduler(optimizer, cfg, 10)
+    for val in (None, 3.0, None, 2.0, 2.5, 2.4, None, 2.6):  # None: an optimizer step without evaluation
+        scheduler.step(val)
+    assert scheduler.get_last_lr()[0] == 0.5  # 2.5: 1 stalled evaluation, tolerated; 2.4: 2, halved; 2.6: 1 again
+    scheduler.step(2.7)
+    assert scheduler.get_last_lr()[0] == 0.25
+    with pytest.raises(ConfigError, match="reduce_on_plateau follows the validation loss"):
+        raw = {"model": {"name": "x"}, "data": {"train": "t.jsonl"}, "eval": {"enabled": False}}
+        validate_config({**raw, "training": {"scheduler": "reduce_on_plateau"}})
+    # in the loop: a learning rate so high that validation loss does not improve gets cut
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples = sst2_examples(tokenizer, 24)
+    model = apply_method(AutoModelForCausalLM.from_pretrained(tiny_model_dir), MethodConfig(name="full"))
+    cfg = TrainingConfig(
+        max_steps=8, batch_size=4, learning_rate=0.5, eval_every=1, scheduler="reduce_on_plateau", trackers=[]
+    )
+    metrics = tmp_path / "metrics.jsonl"
+    fns = sft.task_fns(tokenizer, 128)
+    train(model, examples[:16], fns, cfg, accelerator=Accelerator(cpu=True), metrics_path=metrics,
+          val_examples=examples[16:])  # fmt: skip
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    vals, lrs = [r["val_loss"] for r in rows], [r["lr"] for r in rows]
+    assert lrs[0] == 0.5 and min(lrs) < 0.5
+    first_cut = next(i for i, lr in enumerate(lrs) if lr < 0.5)
+    assert vals[first_cut] >= min(vals[:first_cut])  # cut right after an evaluation that did not improve
+
+
+def test_dropout_override_makes_training_forwards_random(tiny_model_dir: Path) -> None:
+    from tunesmith.engine.model_options import override_dropout
+
+    ids = torch.arange(5, 40)[None]
+
+    def two_forwards(p: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.nn.Module]:
+        model = apply_method(AutoModelForCausalLM.from_pretrained(tiny_model_dir), MethodConfig(name="lora"))
+        if p is not None:
+            override_dropout(model, p)
+        model.train()
+        with torch.no_grad():
+            return model(input_ids=ids).logits, model(input_ids=ids).logits, model
+
+    a, b, _ = two_forwards(None)
+    assert torch.equal(a, b)  # the tiny Llama's attention dropout is 0, and LoRA's own dropout is on the input only
+    a, b, model = two_forwards(0.3)
+    assert not torch.allclose(a, b)
+    assert model.get_base_model().config.attention_dropout == 0.3
+    lora_dropout = next(m for n, m in model.named_modules() if n.endswith("lora_dropout.default"))
+    assert lora_dropout.p == 0.05  # the method's setting is left alone
+
+
+def test_trackers_write_tensorboard_events_and_refuse_missing_ones(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from tunesmith.engine.loop import TrainingError
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples = sst2_examples(tokenizer, 8)
+    model = apply_method(AutoModelForCausalLM.from_pretrained(tiny_model_dir), MethodConfig(name="lora"))
+    fns = sft.task_fns(tokenizer, 128)
+    metrics = tmp_path / "metrics.jsonl"
+    train(model, examples, fns, TrainingConfig(max_steps=2, batch_size=4), accelerator=Accelerator(cpu=True),
+          metrics_path=metrics)  # fmt: skip
+    events = list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events and b"train/loss" in events[0].read_bytes()
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        with pytest.raises(TrainingError, match="wandb is not installed"):
+            cfg = TrainingConfig(max_steps=1, batch_size=4, trackers=["wandb"])
+            train(model, examples, fns, cfg, accelerator=Accelerator(cpu=True), metrics_path=tmp_path / "m2.jsonl")
+
+
+def test_out_of_memory_names_the_settings_and_auto_finds_the_largest_micro_batch(tiny_model_dir: Path) -> None:
+    from tunesmith.engine.memory import OutOfMemory, find_micro_batch
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples = sst2_examples(tokenizer, 8)
+    model = apply_method(AutoModelForCausalLM.from_pretrained(tiny_model_dir), MethodConfig(name="lora"))
+    real = sft.task_fns(tokenizer)  # padded: one row per example
+
+    def too_big(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
+        # CPU training cannot run out of GPU memory; this is the exception CUDA raises, past 3 rows
+        if batch["input_ids"].size(0) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real.loss(model, batch)
+
+    fns = type(real)(real.collate, real.count_targets, too_big)
+    cfg = TrainingConfig(max_steps=1, batch_size=8, trackers=[], packing=False)
+    with pytest.raises(OutOfMemory) as caught:
+        train(model, examples, fns, cfg, accelerator=Accelerator(cpu=True))
+    message = str(caught.value)
+    for setting in (
+        "micro_batch_size: auto",
+        "batch_size (now 8)",
+        "grad_accum",
+        "max_seq_len",
+        "gradient_checkpointing",
+    ):
+        assert setting in message
+    tried = []
+
+    def fits(n: int) -> None:
+        tried.append(n)
+        too_big(model, real.collate(examples[:n]))
+
+    assert find_micro_batch(fits, 8) == 3 and tried[0] == 8
+    # pieces of 3 give the step exactly the gradient of the whole micro-batch of 8
+    after = {}
+    for micro in (None, 3):
+        torch.manual_seed(0)
+        m = apply_method(AutoModelForCausalLM.from_pretrained(tiny_model_dir), MethodConfig(name="full"))
+        cfg = TrainingConfig(max_steps=2, batch_size=8, micro_batch_size=micro, trackers=[], packing=False)
+        train(m, examples, fns if micro else real, cfg, accelerator=Accelerator(cpu=True))
+        after[micro] = {n: p.detach().clone() for n, p in m.named_parameters()}
+    for name, weight in after[None].items():
+        assert torch.allclose(weight, after[3][name], atol=1e-6), name
+
+
+def test_merged_packed_row_keeps_every_example_isolated(tiny_model_dir: Path) -> None:
+    from tunesmith.engine.packing import merge_rows, model_inputs, pad_packed
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples = sst2_examples(tokenizer, 6)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    packed = sft.collate_packed(examples, tokenizer.pad_token_id, 64)
+    merged = pad_packed(merge_rows(packed), 128)
+    assert packed["input_ids"].size(0) > 1 and merged["input_ids"].size(0) == 1
+    assert merged["input_ids"].size(1) % 128 == 0 and int(merged["attention_mask"].sum()) == sum(
+        len(e.input_ids) for e in examples
+    )
+    assert sft.count_targets(merged) == sft.count_targets(packed)
+    with torch.no_grad():
+        logits = model(**model_inputs(model, merged)).logits[0]
+        seq = merged["seq_ids"][0]
+        for doc in seq[seq >= 0].unique().tolist():
+            where = (seq == doc).nonzero().flatten()
+            alone = model(input_ids=merged["input_ids"][0, where][None]).logits[0]
+            assert (logits[where] - alone).abs().max() <= 1e-5
+
+
+@pytest.mark.slow
+def test_compile_compiles_each_decoder_layer_and_keeps_the_loss(tiny_model_dir: Path) -> None:
+    from tunesmith.engine.model_options import compile_layers
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    batch = sft.collate(sst2_examples(tokenizer, 4), tokenizer.pad_token_id)
+    model = apply_method(AutoModelForCausalLM.from_pretrained(tiny_model_dir), MethodConfig(name="lora")).eval()
+    with torch.no_grad():
+        plain, _ = sft.loss(model, batch)
+        assert compile_layers(model) == 2  # the tiny Llama's two decoder layers
+        compiled, _ = sft.loss(model, batch)
+    layer = model.get_base_model().model.layers[0]
+    assert layer._compiled_call_impl is not None
+    assert abs(float(plain) - float(compiled)) <= 1e-4 * float(plain)
+    assert not any("_orig_mod" in name for name in model.state_dict())  # parameter names unchanged

@@ -5,7 +5,9 @@ weights (``trainable.safetensors``), optimizer and scheduler state and every pro
 (``state.pt``), and the step and counters (``trainer_state.json``). The data position needs no state:
 the batches of a step are a pure function of (seed, step), see ``batching.py``.
 
-Single-process and DDP only: FSDP and DeepSpeed shard the optimizer, which needs ``accelerator.save_state``.
+Weights are gathered correctly under FSDP and ZeRO-3 (``trainable_state``); the optimizer state is saved
+as one process sees it, so checkpoints and resume are for single-process and DDP runs (the engine refuses
+``save_every`` / ``--resume`` under FSDP rather than write a checkpoint it could not restore).
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ def save_checkpoint(
 
     rngs = gather_object([rng_state()]) if accelerator.num_processes > 1 else [rng_state()]
     final = root / f"step-{step}"
+    weights = trainable_state(model, accelerator)  # every rank: under FSDP / ZeRO-3 this gathers the shards
     if accelerator.is_main_process:
-        weights = {n: p.detach().cpu().contiguous() for n, p in trainable_parameters(accelerator.unwrap_model(model))}
         with atomic_dir(final) as tmp:
             save_file(weights, str(tmp / WEIGHTS))
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs}
@@ -102,6 +104,22 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, acce
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"][accelerator.process_index])
     return Resumed(int(info["step"]), info, path)
+
+
+def trainable_state(model: Any, accelerator: Any) -> dict[str, torch.Tensor]:
+    """The trainable weights as full CPU tensors, on the main process (call on every rank).
+
+    Single-process and DDP: read directly. FSDP and DeepSpeed ZeRO-3 shard parameters across processes, so the
+    full state dict is gathered with ``accelerator.get_state_dict`` (a collective) and filtered to the
+    trainable names.
+    """
+    inner = accelerator.unwrap_model(model)
+    names = [n for n, _ in trainable_parameters(inner)]
+    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
+    if kind in ("FSDP", "DEEPSPEED"):
+        full = accelerator.get_state_dict(model)
+        return {n: full[n].detach().cpu().contiguous() for n in names if n in full} if full else {}
+    return {n: p.detach().cpu().contiguous() for n, p in trainable_parameters(inner)}
 
 
 def trainable_parameters(model: Any) -> list[tuple[str, torch.Tensor]]:

@@ -23,6 +23,17 @@ import torch
 from tunesmith.config import TrainingConfig
 from tunesmith.engine.batching import step_micro_batches, total_steps
 from tunesmith.engine.checkpoint import checkpoints, load_checkpoint, save_checkpoint, trainable_parameters
+from tunesmith.engine.memory import (
+    OutOfMemory,
+    example_length,
+    find_micro_batch,
+    is_oom,
+    longest_first,
+    oom_message,
+    release_memory,
+    split,
+)
+from tunesmith.engine.packing import attention_implementation, merge_rows, pad_packed
 from tunesmith.engine.progress import StepProgress
 from tunesmith.errors import TunesmithError
 from tunesmith.io import append_jsonl, atomic_dir, read_jsonl_log, write_jsonl
@@ -107,17 +118,30 @@ def enable_gradient_checkpointing(model: Any) -> None:
 
 
 def build_optimizer(model: Any, cfg: TrainingConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and norm weights (1-D parameters)."""
+    """AdamW; no weight decay on biases and norm weights (1-D parameters). Fused kernel when all are on CUDA."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate)
+    fused = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, fused=fused or None)
+
+
+class PlateauScheduler(torch.optim.lr_scheduler.ReduceLROnPlateau):
+    """ReduceLROnPlateau that the loop can step every optimizer step: only a validation loss moves it."""
+
+    def step(self, metrics: float | None = None, epoch: int | None = None) -> None:  # type: ignore[override]
+        if metrics is not None:
+            super().step(metrics)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainingConfig, steps: int) -> Any:
     from transformers import get_scheduler
 
+    if cfg.scheduler == "reduce_on_plateau":
+        if not cfg.eval_every:
+            raise TrainingError("training.scheduler=reduce_on_plateau needs training.eval_every and validation data")
+        return PlateauScheduler(optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
     warmup = math.floor(cfg.warmup_ratio * steps)
     if cfg.scheduler == "warmup-stable-decay":
         decay = min(max(1, round(cfg.decay_ratio * steps)), steps - warmup)
@@ -138,11 +162,14 @@ def train(
     val_examples: Sequence[Any] | None = None,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    on_eval: Callable[[int, float], None] | None = None,
 ) -> TrainSummary:
     """Train ``model`` in place for the configured number of optimizer steps.
 
     With ``checkpoint_dir`` and ``cfg.save_every``, checkpoints are written there; with ``resume``, training
     continues from the newest one exactly as if it had never stopped (same batches, RNG, optimizer state).
+    ``on_eval(step, val_loss)`` is called after each validation (a sweep reports it to its pruner; it may raise
+    to stop training).
     """
     from accelerate.utils import set_seed
 
@@ -150,8 +177,41 @@ def train(
     set_seed(cfg.seed)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    with neftune(model, cfg.neftune_alpha):
-        return _train(model, train_examples, fns, cfg, accelerator, metrics_path, val_examples, checkpoint_dir, resume)
+    attention_before = attention_implementation(model)
+    prepare_model(model, cfg)
+    try:
+        with neftune(model, cfg.neftune_alpha):
+            return _train(
+                model,
+                train_examples,
+                fns,
+                cfg,
+                accelerator,
+                metrics_path,
+                val_examples,
+                checkpoint_dir,
+                resume,
+                on_eval,
+            )
+    finally:  # generation afterwards (evaluation, serving) uses the attention the model was loaded with
+        from tunesmith.engine.model_options import choose_attention
+
+        choose_attention(model, attention_before, packing=False)
+
+
+def prepare_model(model: Any, cfg: TrainingConfig) -> None:
+    """Options that change the model before training: dropout override, liger kernels, torch.compile."""
+    from tunesmith.engine.model_options import apply_liger, choose_attention, compile_layers, override_dropout
+
+    choose_attention(model, cfg.attention, cfg.packing)
+    if cfg.dropout is not None:
+        override_dropout(model, cfg.dropout)
+    try:
+        apply_liger(model, cfg.liger)
+    except RuntimeError as error:
+        raise TrainingError(str(error)) from None
+    if cfg.compile:
+        compile_layers(model)
 
 
 def _train(
@@ -164,6 +224,7 @@ def _train(
     val_examples: Sequence[Any] | None,
     checkpoint_dir: Path | None,
     resume: bool,
+    on_eval: Callable[[int, float], None] | None = None,
 ) -> TrainSummary:
     """The loop proper: optimizer, scheduler, resume, steps, logging, evaluation, checkpoints."""
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -179,6 +240,8 @@ def _train(
     if resume and checkpoint_dir is not None and (found := checkpoints(checkpoint_dir)):
         state = _resume(found[-1][1], model, optimizer, scheduler, accelerator, stopper, metrics_path)
     progress = StepProgress(n_steps, enabled=accelerator.is_main_process)
+    trackers = Trackers(cfg, metrics_path, accelerator.is_main_process)
+    micro = _micro_batch_size(model, train_examples, fns, cfg, accelerator, trainable)
     started, elapsed_before = time.perf_counter(), state.elapsed
     loss_value, val_loss = float("nan"), None
     model.train()
@@ -192,15 +255,29 @@ def _train(
             world_size=world,
             rank=rank,
         )
-        batches = [fns.collate([train_examples[i] for i in idx]) if idx else None for idx in micro_batches]
-        loss_value, window_targets, window_tokens = backward_window(model, batches, fns, accelerator, trainable)
+        while True:
+            pieces = [piece for idx in micro_batches for piece in split(idx, micro)]
+            batches = [fns.collate([train_examples[i] for i in idx]) if idx else None for idx in pieces]
+            result = _guard_oom(lambda: backward_window(model, batches, fns, accelerator, trainable))  # noqa: B023
+            if result is not None:
+                break
+            optimizer.zero_grad(set_to_none=True)
+            release_memory()
+            if cfg.micro_batch_size == "auto" and micro and micro > 1:  # the probe missed something: smaller
+                micro = max(1, micro * 3 // 4)
+                if accelerator.is_main_process:
+                    print(f"out of memory at step {step + 1}: micro-batch now {micro}", file=sys.stderr)
+                continue
+            raise OutOfMemory(oom_message(cfg, None, f"at step {step + 1}"))
+        loss_value, window_targets, window_tokens = result
         state.tokens += window_tokens
         grad_norm = None
         if math.isfinite(loss_value) and cfg.max_grad_norm:
             grad_norm = float(accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm))
         good = math.isfinite(loss_value) and (grad_norm is None or math.isfinite(grad_norm))
         if good:
-            optimizer.step()
+            if _guard_oom(optimizer.step) is None:  # the optimizer state is allocated at the first step
+                raise OutOfMemory(oom_message(cfg, None, f"in the optimizer step {step + 1}"))
             scheduler.step()
         else:
             state.bad_steps += 1
@@ -214,6 +291,8 @@ def _train(
         if val_examples and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == n_steps):
             val_loss = evaluate_loss(model, val_examples, fns, cfg.batch_size, accelerator)
             row["val_loss"] = round(val_loss, 6)
+            if isinstance(scheduler, PlateauScheduler):
+                scheduler.step(val_loss)
             model.train()
             if stopper.update(val_loss, step + 1, model, accelerator, checkpoint_dir):
                 row["early_stop"] = (
@@ -222,6 +301,9 @@ def _train(
         should_log = (step + 1) % cfg.log_every == 0 or "val_loss" in row or step + 1 == n_steps
         if metrics_path is not None and accelerator.is_main_process and should_log:
             append_jsonl(metrics_path, row)
+            trackers.log(row)
+        if on_eval is not None and "val_loss" in row:
+            on_eval(step + 1, val_loss)  # after logging: the callback may stop training (a pruned sweep trial)
         if good and checkpoint_dir is not None and cfg.save_every and (step + 1) % cfg.save_every == 0:
             info = {"tokens": state.tokens, "bad_steps": state.bad_steps, "elapsed_s": state.elapsed, **stopper.info()}
             state.last_checkpoint = save_checkpoint(
@@ -233,9 +315,84 @@ def _train(
         if "early_stop" in row:
             break
     progress.close()
+    trackers.finish()
     val_loss = stopper.restore_best(model, accelerator, val_loss)
     accelerator.wait_for_everyone()
     return TrainSummary(state.step, loss_value, val_loss, state.tokens, state.elapsed)
+
+
+def _guard_oom(fn: Callable[[], Any]) -> Any:
+    """``fn()``, or None when it ran out of memory (the error, and the tensors its frames hold, are dropped)."""
+    try:
+        result = fn()
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not is_oom(error):
+            raise
+        return None
+    return True if result is None else result
+
+
+def _micro_batch_size(
+    model: Any, examples: Sequence[Any], fns: TaskFns, cfg: TrainingConfig, accelerator: Any, trainable: list
+) -> int | None:
+    """training.micro_batch_size as a number; ``auto`` tries the longest examples on the GPU (batch_size on CPU)."""
+    if cfg.micro_batch_size != "auto":
+        return cfg.micro_batch_size
+    if accelerator.device.type != "cuda":
+        return cfg.batch_size
+    lengths = [example_length(e) for e in examples]
+
+    def fits(n: int) -> None:
+        batch = fns.collate([examples[i] for i in longest_first(lengths, n)])
+        try:
+            backward_window(model, [batch], fns, accelerator, trainable)
+        finally:
+            model.zero_grad(set_to_none=True)
+
+    # 90% of what fits: the optimizer state and allocator fragmentation come after the probe
+    found = max(1, int(find_micro_batch(fits, cfg.batch_size) * 0.9))
+    if accelerator.is_main_process:
+        print(f"training.micro_batch_size: auto -> {found} (batch_size {cfg.batch_size})", file=sys.stderr)
+    return found
+
+
+class Trackers:
+    """Experiment trackers fed through accelerate (TensorBoard, MLflow, W&B), on the main process only."""
+
+    def __init__(self, cfg: TrainingConfig, metrics_path: Path | None, main: bool) -> None:
+        self.trackers: list[Any] = []
+        if not main or metrics_path is None:
+            return
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+        from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
+
+        available = {
+            "tensorboard": is_tensorboard_available,
+            "mlflow": is_mlflow_available,
+            "wandb": is_wandb_available,
+        }
+        run_dir = metrics_path.parent
+        for name in cfg.trackers:
+            if not available[name]():
+                raise TrainingError(f"training.trackers: {name} is not installed (pip install {name}), or remove it")
+            if name == "tensorboard":
+                tracker = LOGGER_TYPE_TO_CLASS[name]("tensorboard", logging_dir=str(run_dir))
+            elif name == "mlflow":
+                tracker = LOGGER_TYPE_TO_CLASS[name](run_dir.name, logging_dir=str(run_dir / "mlruns"))
+            else:
+                tracker = LOGGER_TYPE_TO_CLASS[name](run_dir.name)
+            tracker.start()
+            tracker.store_init_configuration(cfg.model_dump(mode="json"))
+            self.trackers.append(tracker)
+
+    def log(self, row: dict[str, Any]) -> None:
+        values = {f"train/{k}": v for k, v in row.items() if isinstance(v, int | float) and k != "step"}
+        for tracker in self.trackers:
+            tracker.log(values, step=row["step"])
+
+    def finish(self) -> None:
+        for tracker in self.trackers:
+            tracker.finish()
 
 
 def _resume(
@@ -394,7 +551,7 @@ def backward_window(
                 # Keeps every rank's backward count equal; contributes zero gradient.
                 loss = sum(p.sum() for p in trainable) * 0.0
             else:
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                batch = to_device(batch, model, accelerator)
                 loss_sum, _ = fns.loss(model, batch)
                 loss_total += loss_sum.detach()
                 tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
@@ -413,11 +570,19 @@ def evaluate_loss(model: Any, examples: Sequence[Any], fns: TaskFns, batch_size:
     count = 0
     for start in range(0, len(mine), batch_size):
         batch = fns.collate([examples[i] for i in mine[start : start + batch_size]])
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        batch = to_device(batch, model, accelerator)
         loss_sum, n = fns.loss(model, batch)
         total += loss_sum.detach()
         count += n
     return float(_global_sum(accelerator, total)) / max(int(_global_sum(accelerator, count)), 1)
+
+
+def to_device(batch: Batch, model: Any, accelerator: Any) -> Batch:
+    """Move a batch to the accelerator. For FlexAttention, packed rows become one row padded to a multiple of 128."""
+    batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+    if "seq_ids" in batch and attention_implementation(model) == "flex_attention":
+        batch = pad_packed(merge_rows(batch), 128)
+    return batch
 
 
 def _global_sum(accelerator: Any, value: float | int | torch.Tensor) -> torch.Tensor:

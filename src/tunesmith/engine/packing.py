@@ -100,17 +100,69 @@ def model_inputs(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.
     if "seq_ids" not in batch:
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     impl = attention_implementation(model)
-    if impl not in ("sdpa", "eager"):
+    if impl == "flex_attention":
+        mask = document_block_mask(batch["seq_ids"])
+    elif impl in ("sdpa", "eager"):
+        mask = block_causal_mask(batch["seq_ids"], None if impl == "sdpa" else _compute_dtype(model))
+    else:
         raise TunesmithError(
-            f"packing needs sdpa or eager attention, but the model uses {impl!r}; "
+            f"packing needs sdpa, eager or flex_attention attention, but the model uses {impl!r}; "
             "set training.packing=false or load the model with sdpa attention"
         )
-    dtype = None if impl == "sdpa" else _compute_dtype(model)
-    return {
-        "input_ids": batch["input_ids"],
-        "attention_mask": block_causal_mask(batch["seq_ids"], dtype),
-        "position_ids": batch["position_ids"],
-    }
+    return {"input_ids": batch["input_ids"], "attention_mask": mask, "position_ids": batch["position_ids"]}
+
+
+def document_block_mask(seq_ids: torch.Tensor) -> Any:
+    """A FlexAttention ``BlockMask`` with the same rule as ``block_causal_mask``; blocks of other examples are skipped.
+
+    On a GPU this is what makes packing pay: attention costs what each example alone costs, not the row's square.
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def same_example_causal(b: torch.Tensor, _h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        return (seq_ids[b, q] == seq_ids[b, kv]) & (kv <= q)
+
+    rows, length = seq_ids.shape
+    return create_block_mask(same_example_causal, rows, None, length, length, device=seq_ids.device, _compile=True)
+
+
+def merge_rows(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """All examples of a packed batch in one row, without the padding at the ends of rows.
+
+    Under a FlexAttention document mask a row's cost is the sum of its examples' costs, whatever its length,
+    so one row wastes nothing; under a dense mask (SDPA, eager) it would cost the row's square.
+    """
+    if "seq_ids" not in batch or batch["seq_ids"].size(0) == 1:
+        return batch
+    seq_ids = batch["seq_ids"]
+    real = seq_ids != PAD_SEQ
+    documents = seq_ids + torch.arange(seq_ids.size(0), device=seq_ids.device)[:, None] * seq_ids.size(1)
+    merged = {key: value[real][None] for key, value in batch.items() if key != "seq_ids"}
+    merged["seq_ids"] = documents[real][None]
+    return merged
+
+
+def pad_packed(batch: dict[str, torch.Tensor], multiple: int) -> dict[str, torch.Tensor]:
+    """Pad a packed batch's rows to a multiple of ``multiple`` tokens (padding attends only to padding).
+
+    Compiled FlexAttention kernels are specialised to the row length; rounding it up keeps recompiles rare.
+    """
+    length = batch["input_ids"].size(1)
+    extra = -length % multiple
+    if not extra or "seq_ids" not in batch:
+        return batch
+    fill = {"labels": IGNORE_INDEX, "seq_ids": PAD_SEQ, "attention_mask": 0}
+    out = {}
+    for key, value in batch.items():
+        if value.dim() != 2 or value.size(1) != length:
+            out[key] = value
+        elif key == "position_ids":
+            tail = value[:, -1:] + torch.arange(1, extra + 1, device=value.device)
+            out[key] = torch.cat([value, tail], dim=1)
+        else:
+            pad = torch.full((value.size(0), extra), fill.get(key, 0), dtype=value.dtype, device=value.device)
+            out[key] = torch.cat([value, pad], dim=1)
+    return out
 
 
 def attention_implementation(model: Any) -> str:

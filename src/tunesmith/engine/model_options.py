@@ -1,0 +1,115 @@
+"""Training options that change the model before the loop starts: dropout, torch.compile, liger kernels."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+
+from tunesmith.engine.lm_loss import unwrap
+
+
+def override_dropout(model: Any, p: float) -> int:
+    """Set every dropout probability of the base model to ``p``; return how many places were changed.
+
+    Covers ``nn.Dropout`` modules, the float ``attention_dropout``/``dropout`` attributes attention modules read
+    at forward time (Llama-style models have no Dropout module for attention) and the config's ``*dropout*``
+    fields (so the saved config says what was trained). Adapter dropout (``lora_dropout``) is the method's
+    setting (``method.lora.dropout``) and is left alone.
+    """
+    changed = 0
+    for name, module in unwrap(model).named_modules():
+        if "lora_dropout" in name:
+            continue
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+            changed += 1
+        for attribute in ("attention_dropout", "dropout"):
+            if isinstance(getattr(module, attribute, None), float):
+                setattr(module, attribute, p)
+                changed += 1
+    config = getattr(unwrap(model), "config", None)
+    if config is not None:
+        for key, value in list(vars(config).items()):
+            if "dropout" in key and isinstance(value, float):
+                setattr(config, key, p)
+    return changed
+
+
+def compile_layers(model: Any) -> int:
+    """torch.compile each decoder layer in place (regional compilation); return how many were compiled.
+
+    Compiling the repeated block rather than the whole model compiles once for all layers, keeps parameter
+    names (checkpoints and adapters are unchanged) and leaves the loss's output-head hook outside compiled code.
+    """
+    inner = unwrap(model)
+    block_names = set(getattr(_transformers_model(inner), "_no_split_modules", None) or [])
+    compiled = 0
+    for module in inner.modules():
+        if type(module).__name__ in block_names:
+            if getattr(module, "_compiled_call_impl", None) is None:  # once: a second compile would recompile
+                module.compile()
+            compiled += 1
+    if not compiled:
+        print("training.compile: no decoder layers found; compiling the whole model", file=sys.stderr)
+        inner.compile()
+    return compiled
+
+
+def apply_liger(model: Any, wanted: bool | None) -> bool:
+    """Swap in liger-kernel's RMSNorm, RoPE and SwiGLU kernels on CUDA; return whether they are in use.
+
+    ``wanted`` None: when liger-kernel is installed and the model is on CUDA. The fused linear cross-entropy is
+    used by ``lm_loss`` directly, so the model's own loss path is not patched.
+    """
+    if wanted is False:
+        return False
+    base = _transformers_model(unwrap(model))
+    on_cuda = any(p.is_cuda for p in base.parameters())
+    try:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+    except ImportError:
+        if wanted:
+            raise RuntimeError("training.liger: liger-kernel is not installed (pip install liger-kernel)") from None
+        return False
+    if not on_cuda:
+        if wanted:
+            raise RuntimeError("training.liger: liger kernels need the model on a CUDA GPU")
+        return False
+    _apply_liger_kernel_to_instance(
+        model=base, rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False
+    )
+    return True
+
+
+def choose_attention(model: Any, wanted: str, packing: bool) -> str:
+    """Switch the model's attention implementation for training; return the one in use.
+
+    ``auto``: FlexAttention on CUDA when packing (document masks skip other examples' blocks), else unchanged.
+    """
+    base = _transformers_model(unwrap(model))
+    config = getattr(base, "config", None)
+    if config is None or not hasattr(base, "set_attn_implementation"):  # not a transformers model: leave it
+        return wanted
+    current = str(getattr(config, "_attn_implementation", None) or "eager")
+    if wanted == "auto":
+        on_cuda = any(p.is_cuda for p in base.parameters())
+        wanted = "flex_attention" if on_cuda and packing and _has_flex() else current
+    if wanted != current:
+        base.set_attn_implementation(wanted)
+    return wanted
+
+
+def _has_flex() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _transformers_model(model: Any) -> Any:
+    """The transformers model inside a peft wrapper (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
