@@ -75,13 +75,15 @@ def evaluate_task_run(
         )
     analysis: dict[str, Any] = {"compared_with": against}
     if hasattr(recipe, "details"):
-        analysis["tuned"] = {"details": recipe.details(tuned, records, cfg)}
+        analysis["tuned"] = _analysis_entry(recipe.details(tuned, records, cfg))
         if base is not None:
-            analysis["base"] = {"details": recipe.details(base, records, cfg)}
+            analysis["base"] = _analysis_entry(recipe.details(base, records, cfg))
 
     rows = []
     for i, record in enumerate(records):
         row: dict[str, Any] = {"source": record.source}
+        if hasattr(recipe, "describe"):  # input and reference texts, for people reading predictions and the report
+            row |= recipe.describe(record)
         if base is not None:
             row["base"] = base[i]
         row["tuned"] = tuned[i]
@@ -98,6 +100,13 @@ def evaluate_task_run(
     return metrics
 
 
+def _analysis_entry(details: dict[str, Any]) -> dict[str, Any]:
+    """A model's analysis: its details, with an error analysis (``errors``) beside them where the report reads it."""
+    details = dict(details)
+    errors = details.pop("errors", None)
+    return {"details": details, **({"errors": errors} if errors is not None else {})}
+
+
 def _split_records(run: Run, split: str) -> list[Any]:
     path = run.dir.split(split)
     if not path.is_file():
@@ -111,6 +120,8 @@ def _baselines(run: Run, records: list[Any]) -> dict[str, list[Any]]:
         return {}
     train_path = run.dir.split("train")
     train = [record_from_dict(row) for row in read_jsonl(train_path)] if train_path.is_file() else []
+    task = run.config.data.name
+    train = [r for r in train if r.meta.get("task", task) == task]  # this task's rows of a multi-task mix
     return run.recipe.baselines(train, records, run.config)
 
 

@@ -11,11 +11,15 @@ INVALID = "<invalid>"
 
 
 def classification_metrics(predicted: Sequence[str | None], gold: Sequence[str], labels: list[str]) -> dict[str, float]:
-    """Accuracy; macro precision, recall and F1; weighted F1; share of predictions naming no valid label."""
+    """Accuracy; macro and micro precision, recall and F1; weighted F1; share of predictions naming no valid label.
+
+    Micro averages count over the label set, so an invalid answer lowers recall but is no false positive.
+    """
     pred = [p if p is not None else INVALID for p in predicted]
     precision, recall, f1, support = precision_recall_fscore_support(
         gold, pred, labels=labels, average=None, zero_division=0
     )
+    micro = precision_recall_fscore_support(gold, pred, labels=labels, average="micro", zero_division=0)
     total = support.sum()
     return {
         "accuracy": float(np.mean([p == g for p, g in zip(pred, gold, strict=True)])) if pred else 0.0,
@@ -23,6 +27,9 @@ def classification_metrics(predicted: Sequence[str | None], gold: Sequence[str],
         "macro_precision": float(precision.mean()),
         "macro_recall": float(recall.mean()),
         "weighted_f1": float((f1 * support).sum() / total) if total else 0.0,
+        "micro_precision": float(micro[0]),
+        "micro_recall": float(micro[1]),
+        "micro_f1": float(micro[2]),
         "invalid_rate": sum(p == INVALID for p in pred) / len(pred) if pred else 0.0,
     }
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from functools import lru_cache
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
+# Cached: the paired bootstrap scores the same rows again in every resample.
+@lru_cache(maxsize=200_000)
 def normalize(text: str) -> str:
     """Lower-case, drop punctuation and articles, squeeze whitespace (SQuAD normalisation)."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = text.lower().translate(_PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
@@ -20,6 +23,7 @@ def exact_match(prediction: str, reference: str) -> float:
     return float(normalize(prediction) == normalize(reference))
 
 
+@lru_cache(maxsize=200_000)
 def token_f1(prediction: str, reference: str) -> float:
     pred, ref = normalize(prediction).split(), normalize(reference).split()
     if not pred or not ref:

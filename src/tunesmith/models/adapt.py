@@ -14,6 +14,7 @@ from tunesmith.config import MethodConfig
 from tunesmith.errors import ConfigError
 
 PEFT_METHODS = ("lora", "qlora", "prefix", "prompt", "ia3")
+TASK_HEADS = ("classifier", "score", "qa_outputs")  # names of transformers' task heads
 VIRTUAL_TOKEN_METHODS = ("prefix", "prompt")  # their virtual tokens cannot sit inside a packed block mask
 
 
@@ -71,8 +72,12 @@ def apply_method(
         return freeze_model(model, method.freeze)
     if name == "adapter":
         from tunesmith.models.bottleneck import adapter_model
+        from tunesmith.models.layers import output_head
 
-        return adapter_model(model, method.adapter)
+        model = adapter_model(model, method.adapter)
+        if task_type not in ("CAUSAL_LM", "SEQ_2_SEQ_LM"):  # a fresh task head must learn too (as peft does)
+            output_head(model).requires_grad_(True)
+        return model
     from peft import get_peft_model
 
     if name == "qlora":
@@ -113,6 +118,9 @@ def _peft_config(name: str, method: MethodConfig, tokenizer_path: str | None, ta
         use_dora=lora.dora,
         use_rslora=lora.rslora,
         task_type=task_type,
+        # peft leaves the head out of "all-linear" only for causal LMs and SEQ_CLS; the token-classification and
+        # span heads it trains in full (modules_to_save) must not also get LoRA layers.
+        **({"exclude_modules": list(TASK_HEADS)} if task_type in ("TOKEN_CLS", "QUESTION_ANS") else {}),
     )
 
 

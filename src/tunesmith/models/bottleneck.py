@@ -45,7 +45,7 @@ def add_adapters(model: nn.Module, adapter: AdapterConfig) -> list[str]:
     """Add an adapter after every linear module named in ``adapter.target_modules``; return their names."""
     added = []
     for name, module in list(model.named_modules()):
-        if name.rsplit(".", 1)[-1] in adapter.target_modules and isinstance(module, nn.Linear):
+        if _targeted(name, adapter.target_modules) and isinstance(module, nn.Linear):
             weight = module.weight
             module.add_module(CHILD, Bottleneck(module.out_features, adapter.size).to(weight.device, weight.dtype))
             module.register_forward_hook(_add_residual)
@@ -56,6 +56,11 @@ def add_adapters(model: nn.Module, adapter: AdapterConfig) -> list[str]:
             f"{type(model).__name__}; name its attention and feed-forward output projections"
         )
     return added
+
+
+def _targeted(name: str, targets: list[str]) -> bool:
+    """A module named by its last name part (``o_proj``) or a dotted suffix (BERT's ``output.dense``)."""
+    return any(name == t or name.endswith("." + t) for t in targets)
 
 
 def adapter_model(model: nn.Module, adapter: AdapterConfig) -> nn.Module:
@@ -69,10 +74,11 @@ def adapter_model(model: nn.Module, adapter: AdapterConfig) -> nn.Module:
 
 
 def save_adapters(model: nn.Module, folder: Path, adapter: AdapterConfig) -> None:
-    """Write only the adapter weights and their settings."""
+    """Write only the adapter weights (and any other trained weights, e.g. a task head) and their settings."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if f".{CHILD}." in k}
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if f".{CHILD}." in k or k in trained}
     save_file(state, str(folder / WEIGHTS))
     (folder / CONFIG).write_text(json.dumps(adapter.model_dump(), indent=2), encoding="utf-8")
 
@@ -84,8 +90,9 @@ def load_adapters(base: nn.Module, folder: Path) -> nn.Module:
     adapter = AdapterConfig.model_validate(json.loads((folder / CONFIG).read_text(encoding="utf-8")))
     add_adapters(base, adapter)
     state = load_file(str(folder / WEIGHTS))
-    expected = {k for k in base.state_dict() if f".{CHILD}." in k}
-    if set(state) != expected:
+    known = base.state_dict()
+    expected = {k for k in known if f".{CHILD}." in k}
+    if {k for k in state if f".{CHILD}." in k} != expected or not set(state) <= set(known):
         raise TunesmithError(f"{folder / WEIGHTS} does not match the base model's layers; was the base changed?")
     base.load_state_dict(state, strict=False)
     return base

@@ -10,7 +10,14 @@ from tunesmith.errors import ConfigError
 
 
 def decoder_layers(model: Any) -> nn.ModuleList:
-    """The model's stack of transformer blocks (``model.layers`` in Llama, ``transformer.h`` in GPT-2, ...)."""
+    """The model's stack of transformer blocks (``model.layers`` in Llama, ``transformer.h`` in GPT-2, ...).
+
+    Encoder-decoder models (T5, BART) have two stacks: the decoder's, next to the output head, is returned.
+    """
+    if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_decoder"):
+        stacks = [m for m in model.get_decoder().children() if isinstance(m, nn.ModuleList)]
+        if stacks:
+            return stacks[0]
     count = getattr(model.config, "num_hidden_layers", None)
     stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == count]
     if not stacks:

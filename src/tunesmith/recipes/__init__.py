@@ -40,12 +40,31 @@ chat replies. Other recipes provide, for ``tunesmith.task_evaluation``:
     Optional: predictions of simple baselines (e.g. majority class), scored like the model.
 ``details(predictions, records, cfg) -> dict``
     Optional: per-class metrics, confusion matrix, error analysis.
+``describe(record) -> dict``
+    Optional: ``{"input": ..., "reference": ...}`` texts of a test row for ``predictions.jsonl`` and the report's
+    sample table (a prediction may carry a readable ``display`` string for the same table).
+``labels(train_records) -> list[str] | None``
+    Optional: the label set from the training records, when it is not one label per row (``tag``: every tag
+    seen); ``Run.labels()`` uses it in place of the records' ``stratum``.
+
+Optional hooks, for tasks that do not fit the fixed-dataset loop or the generic evaluation:
+
+``train(run, resume=False) -> model``
+    When present, ``Run.train`` calls it instead of the engine's loop (ppo and grpo sample rollouts from the policy
+    as they train). It must do what the standard path does: apply the method, write ``metrics.jsonl``, save the
+    model to ``run.dir.model`` and mark the ``train`` stage done; engine pieces (``build_optimizer``,
+    ``build_scheduler``, ``make_accelerator``, ``save_model``) keep it consistent with other tasks.
+``evaluate_run(run, split="test", chats=None, out_dir=None) -> dict``
+    When present, the evaluate stage calls it instead of ``tunesmith.task_evaluation`` (preference and RL tasks
+    measure reward accuracy, KL from the reference and win rate); it writes ``eval/metrics.json`` as
+    ``{"base": {...}, "tuned": {...}}`` and marks ``evaluate`` done when writing to ``run.dir.eval``.
 """
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any
 
 from tunesmith.errors import ConfigError
 
@@ -67,14 +86,21 @@ RECIPES: dict[str, str] = {
 }
 
 
-def get_recipe(name: str) -> ModuleType:
-    """The recipe module for ``task.name``."""
+def get_recipe(name: str, config: Any = None) -> ModuleType:
+    """The recipe module for ``task.name``.
+
+    A recipe whose variants differ in the contract's constants (classify with a task head vs as generation) has
+    ``variant(config) -> module``; with ``config`` given, the module for that configuration is returned.
+    """
     module = RECIPES.get(name)
     if module is None:
         raise ConfigError(f"task.name: unknown recipe {name!r}; available: {', '.join(RECIPES)}")
     try:
-        return importlib.import_module(f"tunesmith.recipes.{module}")
+        recipe = importlib.import_module(f"tunesmith.recipes.{module}")
     except ModuleNotFoundError as exc:
         if exc.name != f"tunesmith.recipes.{module}":
             raise
         raise ConfigError(f"task.name: the {name!r} recipe is not available in this version of tunesmith") from None
+    if config is not None and hasattr(recipe, "variant"):
+        return recipe.variant(config)
+    return recipe

@@ -17,6 +17,7 @@ from tunesmith.engine.loop import Batch, TaskFns
 from tunesmith.engine.packing import model_inputs, pack
 from tunesmith.engine.progress import track
 from tunesmith.metrics.classification import classification_details, classification_metrics, probability_metrics
+from tunesmith.metrics.generation import generation_metrics
 from tunesmith.metrics.text import exact_match, extract_label, token_f1
 from tunesmith.models.load import load_causal_lm
 from tunesmith.models.resolve import ResolvedModel
@@ -122,8 +123,10 @@ def generate_replies(
     batch_size: int,
     description: str = "predict",
     labels: Sequence[str] | None = None,
+    sampling: dict[str, Any] | None = None,
 ) -> list[Reply]:
-    """Greedy replies to each chat's prompt (the messages before its final assistant reply).
+    """Greedy replies to each chat's prompt (the messages before its final assistant reply); ``sampling`` are
+    ``generate()`` options that replace greedy decoding (e.g. ``{"do_sample": True, "temperature": 0.8}``).
 
     With ``labels``, each reply also carries the model's probability of starting its answer with each label,
     renormalised over the label set: a prediction constrained to the labels, usable for ROC-AUC,
@@ -146,7 +149,7 @@ def generate_replies(
             output = model.generate(
                 **encoded,
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
+                **(sampling or {"do_sample": False}),
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
                 output_scores=True,
@@ -171,13 +174,16 @@ def predict(
     max_new_tokens: int,
     batch_size: int,
     description: str = "predict",
+    sampling: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Greedy reply texts (see ``generate_replies``)."""
-    return [r.text for r in generate_replies(model, tokenizer, chats, max_new_tokens, batch_size, description)]
+    """Reply texts, greedy unless ``sampling`` is given (see ``generate_replies``)."""
+    replies = generate_replies(model, tokenizer, chats, max_new_tokens, batch_size, description, sampling=sampling)
+    return [r.text for r in replies]
 
 
 def score(replies: Sequence[Reply], references: Sequence[str], labels: list[str] | None) -> dict[str, float]:
-    """Classification metrics when the answers come from a label set, else exact match and token F1."""
+    """Classification metrics when the answers come from a label set, else exact match, token F1, BLEU, chrF
+    and ROUGE-1/2/L (the last five on sacrebleu's 0-100 scale)."""
     texts = [r.text for r in replies]
     if labels:
         metrics = classification_metrics([extract_label(t, labels) for t in texts], references, labels)
@@ -188,6 +194,7 @@ def score(replies: Sequence[Reply], references: Sequence[str], labels: list[str]
     return {
         "exact_match": sum(map(exact_match, texts, references)) / n,
         "token_f1": sum(map(token_f1, texts, references)) / n,
+        **generation_metrics(texts, references),
     }
 
 
