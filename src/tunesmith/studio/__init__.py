@@ -1,0 +1,1 @@
+"""``tunesmith studio``: a local web app over the same pipeline. One module per page under ``pages/``."""
