@@ -40,11 +40,31 @@ def run(
     overrides: list[str] = SetOpt,
     force: bool = typer.Option(False, "--force", help="Start the run over even if it finished."),
     resume: bool = ResumeOpt,
+    from_run: Path | None = typer.Option(
+        None, "--from", help="Continue an earlier run's tuned model on this config's data (model.from_run)."
+    ),
+    replay: float | None = typer.Option(
+        None, "--replay", min=0.0, max=0.99, help="With --from: fraction of training rows replayed from that run."
+    ),
 ) -> None:
     """Run every stage: prepare -> train -> evaluate; print base vs tuned metrics."""
+    from tunesmith.config import load_config
     from tunesmith.run import Run
 
-    run_ = Run.from_file(config, overrides)
+    if from_run is not None:  # JSON-quoted so any path reads back as a YAML string
+        overrides = [*overrides, f"model.from_run={json.dumps(str(from_run.resolve()))}"]
+    if replay is not None:
+        overrides = [*overrides, f"data.replay={replay}"]
+    cfg = load_config(config, overrides)
+    if cfg.stages:
+        from tunesmith.stages import run_stages
+
+        run_stages(cfg, force=force, resume=resume)
+        last = cfg.run_dir / "stages" / f"{len(cfg.stages)}-{cfg.stages[-1].name}" / "eval"
+        if (last / "metrics.json").is_file():
+            print_evaluation(last)
+        return
+    run_ = Run(cfg)
     if run_.run(force=force, resume=resume):
         print_evaluation(run_.dir.eval)
 
@@ -141,6 +161,18 @@ def serve(
 
 
 @app.command()
+def studio(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default serves this machine only."),
+    port: int = typer.Option(7860, "--port", help="TCP port."),
+) -> None:
+    """Open the local web app (Annotate: review labels with the keyboard, most needed rows first)."""
+    from tunesmith.studio.app import serve as serve_studio
+
+    err.print(f"tunesmith studio on http://{host}:{port}/ (Ctrl+C stops it)")
+    serve_studio(host, port)
+
+
+@app.command()
 def predict(
     run_path: Path = RunArg,
     input_path: Path = typer.Option(..., "--input", help="Rows to answer: JSONL, JSON, CSV or TSV."),
@@ -149,9 +181,13 @@ def predict(
     max_new_tokens: int | None = typer.Option(
         None, "--max-new-tokens", min=1, help="Default: the run's eval.max_new_tokens."
     ),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy; higher samples more freely."),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling (with --temperature > 0)."),
+    seed: int | None = typer.Option(None, "--seed", help="Make sampled predictions repeatable."),
 ) -> None:
-    """Greedy predictions for every row of a file; rerun the same command to resume after an interruption."""
-    from tunesmith.predict import predict_file
+    """Predictions for every row of a file (greedy by default; labels with probabilities for classification
+    runs); rerun the same command to resume after an interruption."""
+    from tunesmith.predict import Sampling, predict_file
 
     run_ = open_run(run_path)
     summary = predict_file(
@@ -160,6 +196,7 @@ def predict(
         output_path,
         batch_size=batch_size or run_.config.eval.batch_size,
         max_new_tokens=max_new_tokens or run_.config.eval.max_new_tokens,
+        sampling=Sampling(temperature, top_p, seed),
     )
     err.print(
         f"[green]predict[/]: {summary.written} rows written, {summary.skipped} already done"
@@ -183,6 +220,74 @@ def chat(
 
     sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     chat_loop(open_run(run_path), sampling, system=system, compare=compare)
+
+
+@app.command()
+def sweep(
+    config: Path = ConfigArg,
+    trials: int = typer.Option(..., "--trials", "-n", min=1, help="Finished trials the study should have."),
+    space: Path | None = typer.Option(None, "--space", help="Sweep file (default: the config's `sweep:` section)."),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Optuna storage URL, e.g. postgresql://... (default: SQLite in the sweep folder)."
+    ),
+    overrides: list[str] = SetOpt,
+) -> None:
+    """Search hyperparameters with Optuna (pruning bad trials); rerun the same command to continue a stopped sweep."""
+    from tunesmith.sweep import load_sweep, run_sweep
+
+    run_sweep(load_sweep(config, space, tuple(overrides)), trials, storage)
+
+
+@app.command()
+def estimate(
+    config: Path = ConfigArg,
+    overrides: list[str] = SetOpt,
+    device: str = typer.Option(None, help="cpu or cuda (default: this machine's)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
+) -> None:
+    """Predict peak memory and time per epoch of training (prepares the data first if needed)."""
+    from transformers import AutoConfig
+
+    from tunesmith.data.render import ensure_chat_template
+    from tunesmith.engine.estimate import estimate as predict_cost
+    from tunesmith.models.adapt import supports_packing
+    from tunesmith.models.load import load_tokenizer
+    from tunesmith.models.resolve import resolve_model
+    from tunesmith.run import Run
+
+    run_ = Run.from_file(config, overrides)
+    run_.open()
+    if not run_.dir.is_done("prepare"):
+        run_.prepare()
+    cfg = run_.config
+    resolved = resolve_model(cfg.model.name)
+    tokenizer = load_tokenizer(cfg.model, resolved)
+    ensure_chat_template(tokenizer)
+    examples = run_._encode_split("train", tokenizer)
+    model_config = AutoConfig.from_pretrained(resolved.location, trust_remote_code=cfg.model.trust_remote_code)
+    result = predict_cost(
+        model_config,
+        cfg.method,
+        cfg.training,
+        [len(e.input_ids) for e in examples],
+        [e.n_targets for e in examples],
+        device=device,
+        packing=cfg.training.packing and supports_packing(cfg.method),
+        tokenizer_path=resolved.location,
+    )
+    if as_json:
+        out.print_json(json.dumps(result.to_dict()))
+        return
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in result.memory_gib.items())
+    out.print(
+        f"{cfg.model.name}, method {cfg.method.name}, {result.trainable:,} of {result.parameters:,} parameters "
+        f"trainable, on {result.device}\n"
+        f"  peak memory ~{result.peak_gib:.2f} GiB ({parts})\n"
+        f"  {result.steps_per_epoch} steps per epoch, ~{result.seconds_per_step:.2f} s per step, "
+        f"~{result.seconds_per_epoch / 60:.1f} min per epoch ({result.tokens_per_epoch:,} tokens; "
+        f"probe {result.probe_tflops:.3f} TFLOP/s)",
+        highlight=False,
+    )
 
 
 @config_app.command("show")
@@ -239,7 +344,8 @@ def print_evaluation(eval_dir: Path) -> None:
     for name in columns:
         table.add_column(name.replace("_", " "), justify="right")
     if comparison:
-        for header in ("tuned - base", "95% CI", "p"):
+        against = str(analysis.get("compared_with") or "base").replace("_", " ")  # a fresh head: a baseline
+        for header in (f"tuned - {against}", "95% CI", "p"):
             table.add_column(header, justify="right")
     for metric in metrics["tuned"]:
         cells = [f"{values[metric]:.4f}" if metric in values else "-" for values in columns.values()]

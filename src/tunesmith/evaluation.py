@@ -25,6 +25,7 @@ from tunesmith.metrics.bias import counterfactual, flip_rate
 from tunesmith.metrics.compare import compare
 from tunesmith.metrics.errors import error_analysis
 from tunesmith.metrics.text import extract_label, normalize
+from tunesmith.prompt_variants import variant_predictions, variant_replies, variant_results
 
 if TYPE_CHECKING:
     from tunesmith.run import Run
@@ -59,6 +60,7 @@ def evaluate_run(run: Run, split: str = "test", chats: list[Chat] | None = None,
     general = _general_examples(run, tokenizer) if cfg.eval.forgetting else []
     train_path = run.dir.split("train")
     train = [Chat.from_dict(r) for r in read_jsonl(train_path)] if train_path.is_file() else []
+    train = [c for c in train if c.meta.get("task", cfg.data.name) == cfg.data.name]  # this task's rows of a mix
     shots = _few_shot_chats(train, chats, cfg.eval.few_shot, cfg.training.seed) if cfg.eval.baseline else None
     console.print(
         f"[bold]evaluate[/]: {len(chats)} test rows, {len(probes)} bias probes, {len(general)} general-chat rows"
@@ -67,7 +69,11 @@ def evaluate_run(run: Run, split: str = "test", chats: list[Chat] | None = None,
     model = run.load_base().to(device)
     base = _model_outputs(run, model, tokenizer, chats, probes, general, gen, "base") if cfg.eval.baseline else None
     k_shot = recipe.generate_replies(model, tokenizer, shots, description="base k-shot", **gen) if shots else None
-    tuned = _model_outputs(run, run.tuned_from_base(model).to(device), tokenizer, chats, probes, general, gen, "tuned")
+    variants = cfg.eval.prompt_variants  # each asked before the adapter attaches (that changes the base in place)
+    base_variants = variant_replies(recipe, model, tokenizer, chats, variants, gen, "base") if base else None
+    tuned_model = run.tuned_from_base(model).to(device)
+    tuned = _model_outputs(run, tuned_model, tokenizer, chats, probes, general, gen, "tuned")
+    tuned_variants = variant_replies(recipe, tuned_model, tokenizer, chats, variants, gen, "tuned")
 
     def score(replies: list[Any]) -> dict[str, float]:
         return recipe.score(replies, references, labels)
@@ -120,6 +126,11 @@ def evaluate_run(run: Run, split: str = "test", chats: list[Chat] | None = None,
         write_json(tmp / "analysis.json", analysis)
         if comparison is not None:
             write_json(tmp / "comparison.json", comparison)
+        if variants:
+            results = variant_results(variants, score, tuned_variants, base_variants, metrics)
+            write_json(tmp / "prompt_variants.json", results)
+            answers = variant_predictions(variants, chats, tuned_variants, base_variants)
+            write_jsonl(tmp / "prompt_variants.jsonl", answers)
     forgetting = analysis.get("forgetting")
     if forgetting and forgetting.get("warning"):
         console.print(f"[yellow]warning: {forgetting['warning']}[/]")

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from tunesmith.card import write_model_card
-from tunesmith.data.records import Chat
+from tunesmith.data.records import Chat, record_from_dict
+from tunesmith.data.records import texts as record_texts
 from tunesmith.data.render import render_prompt
 from tunesmith.errors import TunesmithError
 from tunesmith.io import atomic_dir, read_jsonl, write_json
@@ -157,13 +158,19 @@ def generation_config_for(model: Any, tokenizer: Any) -> Any:
 
 
 def probe_inputs(run: Run, tokenizer: Any) -> list[torch.Tensor]:
-    """Token ids of a few whole conversations from the run's prepared data (prompt and reply), for comparisons."""
+    """Token ids of a few whole examples from the run's prepared data (a chat's prompt and reply, other records'
+    texts, e.g. an lm run's documents), for comparisons."""
     for split in ("test", "validation", "train"):
         path = run.dir.split(split)
         if path.is_file():
-            chats = [Chat.from_dict(row) for row in read_jsonl(path)[:PROBES]]
-            if chats:
-                texts = [render_prompt(c.prompt_messages(), tokenizer) + c.reference() for c in chats]
+            records = [record_from_dict(row) for row in read_jsonl(path)[:PROBES]]
+            if records:
+                texts = [
+                    render_prompt(r.prompt_messages(), tokenizer) + r.reference()
+                    if isinstance(r, Chat)
+                    else "\n".join(record_texts(r))
+                    for r in records
+                ]
                 return [tokenizer(t, add_special_tokens=False, return_tensors="pt")["input_ids"] for t in texts]
     generator = torch.Generator().manual_seed(0)
     return [torch.randint(0, len(tokenizer), (1, 32), generator=generator) for _ in range(PROBES)]

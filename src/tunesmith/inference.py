@@ -31,6 +31,9 @@ class Served:
     eos_ids: list[int]
     system_prompt: str | None
     max_context: int | None
+    # Classification runs: texts -> [{"prediction", "confidence", "probabilities"}] (the caller holds the lock).
+    classify: Callable[[list[str]], list[dict[str, Any]]] | None = None
+    generates: bool = True  # False for a classification head, which has no text to generate
 
 
 @dataclass
@@ -73,9 +76,14 @@ def load_pool(runs: list[Run], include_base: bool = False) -> ModelPool:
     served: list[Served] = []
     shared: dict[tuple[str, str | None], Any] = {}  # (base name, revision) -> peft model holding the adapters
     for run, name in zip(runs, names, strict=True):
+        if run.recipe.PEFT_TASK_TYPE != "CAUSAL_LM":  # a task head (classify): loaded on its own, never shared
+            served.append(_served_head(name, run))
+            continue
         model, tokenizer = _load(run, name, shared)
         peft = run.config.method.name in PEFT_METHODS
         served.append(_served(name, model, name if peft else None, tokenizer, run))
+        if hasattr(run.recipe, "predict_texts"):  # classification as generation: a chat model and a classifier
+            served[-1].classify = _classifier(run, served[-1])
         if include_base:  # peft: the shared model with its adapters disabled; otherwise a second, untouched copy
             base = model if peft else load_causal_lm(run.config.model).eval()
             served.append(_served(f"{name}:base", base, "__base__" if peft else None, tokenizer, run))
@@ -94,6 +102,25 @@ def _load(run: Run, name: str, shared: dict[tuple[str, str | None], Any]) -> tup
     else:
         shared[key] = PeftModel.from_pretrained(load_causal_lm(run.config.model), str(run.dir.model), adapter_name=name)
     return shared[key].eval(), tokenizer
+
+
+def _served_head(model_id: str, run: Run) -> Served:
+    """A classification run with a task head: it classifies and does not generate."""
+    if not hasattr(run.recipe, "predict_texts"):
+        raise TunesmithError(f"{run.dir.root}: '{run.config.task.name}' runs cannot be served yet")
+    model, tokenizer = run.load_tuned()
+    served = Served(model_id, model, None, tokenizer, [], None, None, generates=False)
+    served.classify = _classifier(run, served)
+    return served
+
+
+def _classifier(run: Run, served: Served) -> Callable[[list[str]], list[dict[str, Any]]]:
+    def classify(texts: list[str]) -> list[dict[str, Any]]:
+        if served.adapter is not None:
+            served.model.set_adapter(served.adapter)
+        return run.recipe.predict_texts(served.model, served.tokenizer, texts, run.config)
+
+    return classify
 
 
 def _served(model_id: str, model: Any, adapter: str | None, tokenizer: Any, run: Run) -> Served:

@@ -4,6 +4,10 @@ Each output line is ``{"row": N, "input": {...the input row...}, "prediction": "
 the input file), appended and flushed batch by batch. Rerunning the same command skips the rows already in the
 output; a line torn by a kill is dropped and redone. A row that cannot become a prompt is written once with
 ``"prediction": null`` and an ``"error"``.
+
+Classification runs write the predicted label with ``"confidence"`` and every label's ``"probabilities"``. Generative
+runs answer greedily unless sampling is asked for (``temperature`` > 0); with a ``seed`` each batch is seeded by its
+first row, so a rerun (or a resumed run, whose batches start where the interrupted one stopped) samples the same.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from tunesmith.data.formats import canonical
 from tunesmith.data.load import Row, read_rows
-from tunesmith.data.records import ROLES, Chat, Message
+from tunesmith.data.records import ROLES, Chat, Labeled, Message
 from tunesmith.errors import DataError, TunesmithError
 from tunesmith.run import Run
 
@@ -34,13 +39,40 @@ class PredictSummary:
     rejected: int  # lines of the input that are not rows at all (malformed JSON, wrong field count)
 
 
-def predict_file(run: Run, input_path: Path, output_path: Path, batch_size: int, max_new_tokens: int) -> PredictSummary:
+@dataclass
+class Sampling:
+    """Decoding of generative runs: greedy when ``temperature`` is 0."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def options(self) -> dict[str, Any] | None:
+        if self.temperature <= 0:
+            return None
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
+
+
+def predict_file(
+    run: Run,
+    input_path: Path,
+    output_path: Path,
+    batch_size: int,
+    max_new_tokens: int,
+    sampling: Sampling | None = None,
+) -> PredictSummary:
     import torch
 
     if output_path.suffix.lower() != ".jsonl":
         raise TunesmithError(f"--output {output_path}: predictions are written as JSON lines; use a .jsonl file")
+    sampling = sampling or Sampling()
+    classifies = hasattr(run.recipe, "predict_texts")
+    if classifies and sampling.temperature > 0:
+        raise TunesmithError("--temperature: a classification run picks the most probable label; it does not sample")
     rows, rejects, columns = read_rows(input_path)
-    builder = PromptBuilder(run, input_path, columns)
+    builder: PromptBuilder | TextBuilder = (
+        TextBuilder(run, input_path, columns) if classifies else PromptBuilder(run, input_path, columns)
+    )
     done = _done_rows(output_path, {row.line: row.values for row in rows})
     todo = [row for row in rows if row.line not in done]
     summary = PredictSummary(len(rows), len(rows) - len(todo), 0, 0, len(rejects))
@@ -55,17 +87,24 @@ def predict_file(run: Run, input_path: Path, output_path: Path, batch_size: int,
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             prompts = [builder.chat(row) for row in batch]
-            chats = [p for p in prompts if isinstance(p, Chat)]
-            replies = iter(
-                run.recipe.predict(model, tokenizer, chats, max_new_tokens, batch_size, description="batch")
-                if chats
-                else []
-            )
+            good = [p for p in prompts if not isinstance(p, str)]
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed + batch[0].line)
+            if classifies:
+                replies = iter(run.recipe.predict_records(model, tokenizer, good, run.config, "batch") if good else [])
+            else:
+                options = sampling.options()
+                replies = iter(
+                    run.recipe.predict(model, tokenizer, good, max_new_tokens, batch_size, "batch", sampling=options)
+                    if good
+                    else []
+                )
             lines = []
             for row, prompt in zip(batch, prompts, strict=True):
                 record: dict[str, Any] = {"row": row.line, "input": row.values}
-                if isinstance(prompt, Chat):
-                    record["prediction"] = next(replies)
+                if not isinstance(prompt, str):
+                    reply = next(replies)
+                    record |= reply if isinstance(reply, dict) else {"prediction": reply}
                 else:
                     record |= {"prediction": None, "error": prompt}
                     summary.errors += 1
@@ -136,6 +175,28 @@ class PromptBuilder:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("empty prompt")
         return [Message("user", prompt)]
+
+
+class TextBuilder:
+    """Turns an input row into the text (and optional second text) a classification run reads."""
+
+    def __init__(self, run: Run, path: Path, columns: list[str]) -> None:
+        self.columns = dict(run.config.data.columns)
+        if "text" not in canonical(dict.fromkeys(columns), self.columns):
+            raise DataError(
+                f"{path}: no text column to classify (columns: {', '.join(columns)}); this run reads 'text' "
+                "(or 'sentence', or the column data.columns maps to text)"
+            )
+
+    def chat(self, row: Row) -> Labeled | str:
+        """The row as an unlabelled record, or the reason it cannot be classified."""
+        values = canonical(row.values, self.columns)
+        text, pair = values.get("text"), values.get("text_pair")
+        if not isinstance(text, str) or not text.strip():
+            return "cannot classify this row: its text is missing or empty"
+        if pair is not None and not isinstance(pair, str):
+            return "cannot classify this row: text_pair is not text"
+        return Labeled(text, "", pair, source=f"row {row.line}")
 
 
 def _done_rows(path: Path, inputs: dict[int, dict[str, Any]]) -> set[int]:

@@ -27,13 +27,18 @@ def write_report(run_dir: RunDir) -> Path:
         "config": _yaml(run_dir.config),
         "stages": state,
         "data_report": _json(run_dir.data / "report.json"),
+        "audit": _json(run_dir.data / "audit.json"),
+        "train_tokens": _json(run_dir.data / "train_tokens.json"),  # tokens per epoch after truncation (train stage)
         "metrics": _json(run_dir.eval / "metrics.json"),
         "comparison": _json(run_dir.eval / "comparison.json"),
         "baselines": _json(run_dir.eval / "baselines.json"),
         "analysis": _json(run_dir.eval / "analysis.json"),
+        "prompt_variants": _json(run_dir.eval / "prompt_variants.json"),
+        "forgetting_earlier": _json(run_dir.eval / "forgetting_earlier.json"),
         "samples": read_jsonl_log(run_dir.eval / "predictions.jsonl")[:SAMPLE_ROWS],
         "loss_chart": _curve_svg(steps, ["loss", "val_loss"], "loss") if steps else None,
         "lr_chart": _curve_svg(steps, ["lr"], "learning rate") if steps else None,
+        "rl_chart": _curve_svg(steps, ["reward", "kl"], "reward / KL") if any("reward" in r for r in steps) else None,
     }
     path = run_dir.root / "report.html"
     write_text(path, env.get_template("report.html.j2").render(**context))

@@ -6,6 +6,7 @@ redoes that stage and never looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import statistics
 from pathlib import Path
@@ -18,6 +19,7 @@ from tunesmith.config import RunConfig, load_config, validate_config
 from tunesmith.data.prepare import load_eval_chats, prepare_data, write_prepared
 from tunesmith.data.records import Record, record_from_dict, stratum
 from tunesmith.data.render import ensure_chat_template
+from tunesmith.data.tokens import TokenCounter
 from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.io import RunDir, atomic_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
 from tunesmith.models.adapt import (
@@ -41,10 +43,26 @@ console = Console(stderr=True, soft_wrap=True)
 class Run:
     """A fine-tuning run; also the Python API: ``Run.from_file("quickstart.yaml").run()``."""
 
-    def __init__(self, config: RunConfig, root: Path | None = None) -> None:
+    def __init__(
+        self, config: RunConfig, root: Path | None = None, replay: tuple[float, list[Path]] = (0.0, [])
+    ) -> None:
+        """``replay``: the fraction of training rows to draw from earlier runs' prepared training splits (the
+        stages of a sequential run), and those split files."""
+        if config.stages:
+            raise TunesmithError(
+                f"{config.output.name}: this config has stages; run it with `tunesmith run CONFIG` "
+                f"(each stage becomes a run in {config.run_dir / 'stages'})"
+            )
         self.config = config
         self.dir = RunDir(root if root is not None else config.run_dir)
-        self.recipe = get_recipe(config.task.name)
+        self.recipe = get_recipe(config.task.name, config)
+        self.replay_fraction, self.replay_sources = replay
+        self.model_subdir: str | None = None  # a task's folder in a multi-head model (model/<task>/)
+        if config.multihead:
+            from tunesmith.recipes.multihead import MultiHead
+
+            tasks = {name: (self.task_recipe(name), c) for name, c in self.task_configs().items()}
+            self.recipe = MultiHead(tasks, labels=lambda name: self.task_run(name).labels())
         check_recipe_method(self.recipe, config)
 
     @classmethod
@@ -106,6 +124,9 @@ class Run:
         resolved = self.config.to_yaml()
         if self.dir.config.is_file() and not force:
             previous = yaml.safe_load(self.dir.config.read_text(encoding="utf-8"))
+            # Compare settings, not text: a section added by a newer tunesmith holds defaults, not changes.
+            with contextlib.suppress(TunesmithError):
+                previous = validate_config(previous).model_dump(mode="json")
             changed = _changed_keys(previous, self.config.model_dump(mode="json"))
             if changed:
                 raise TunesmithError(
@@ -122,6 +143,10 @@ class Run:
         GGUF once)."""
         check_method(self.config.method)
         load_tokenizer(self.config.model, resolve_model(self.config.model.name))
+        if self.config.model.from_run:
+            from tunesmith.continual import earlier_run
+
+            earlier_run(self.config)  # a run this config can continue (same base model, task and method)
 
     def results(self) -> dict[str, Any] | None:
         """``{"base": {...}, "tuned": {...}}`` of a finished evaluation, else None."""
@@ -134,8 +159,25 @@ class Run:
         cfg = self.config
         console.print("[bold]prepare[/]: loading and validating data")
         prepared = prepare_data(
-            cfg.data, cfg.task, cfg.training.seed, convert=self._convert, accepts=self.recipe.ACCEPTS
+            cfg.data,
+            cfg.task,
+            cfg.training.seed,
+            convert=self._convert,
+            accepts=self.recipe.ACCEPTS,
+            tokens=self._token_counter(),
         )
+        if cfg.data.mix:
+            prepared = self._mix_tasks(prepared)
+        if cfg.model.from_run and cfg.data.replay:  # continual learning: replay the earlier run's training rows
+            from tunesmith.continual import replay_sources
+
+            self.replay_fraction, self.replay_sources = cfg.data.replay, replay_sources(cfg)
+        if self.replay_fraction and self.replay_sources:
+            replayed = self._replay_rows(len(prepared.splits["train"]))
+            prepared.splits["train"] += replayed
+            prepared.summary["replay"] = {"fraction": self.replay_fraction, "rows": len(replayed)}
+            prepared.summary["rows"]["train"] = len(prepared.splits["train"])
+            console.print(f"  replay: {len(replayed)} training rows from earlier stages")
         with atomic_dir(self.dir.data) as tmp:
             write_prepared(prepared, tmp)
         report = prepared.report()
@@ -144,14 +186,37 @@ class Run:
             console.print(f"  dropped by reason {report['dropped']}; report: {self.dir.data / 'report.json'}")
         for note in report.get("notes", []):
             console.print(f"  [yellow]note:[/] {note}")
+        if cfg.data.audit:
+            self._audit_data()
         self.dir.mark_done("prepare", report)
 
-    def train(self, resume: bool = False) -> Any:
+    def _audit_data(self) -> None:
+        """``data/audit.json``: the audit of the training file as the user wrote it (lines match their file)."""
+        from tunesmith.audit import audit_file
+
+        source = self.config.data.train
+        try:
+            if not isinstance(source, str) or source.startswith("hf:"):
+                raise TunesmithError(f"data.audit reads a local file with a text column, not {source}")
+            audit = audit_file(source, label_column=self.config.data.label_column, seed=self.config.training.seed)
+        except TunesmithError as exc:  # an audit that cannot be made must not stop the run
+            console.print(f"  [yellow]audit skipped:[/] {exc}")
+            audit = {"file": str(source), "error": str(exc)}
+        else:
+            issues, dup = audit["label_issues"]["count"], audit["duplicates"]["groups"]
+            where = self.dir.data / "audit.json"
+            console.print(f"  audit: {issues} likely label errors, {dup} duplicate groups ({where})")
+        write_json(self.dir.data / "audit.json", audit)
+
+    def train(self, resume: bool = False, on_eval: Any = None) -> Any:
         """Train and save the model; return the trained (unwrapped) model.
 
         ``resume`` continues from the newest checkpoint in ``checkpoints/``; without it, existing checkpoints
-        are an error rather than silently overwritten or ignored.
+        are an error rather than silently overwritten or ignored. ``on_eval(step, val_loss)`` is called after
+        each validation (a sweep's pruner; it may raise to stop the run).
         """
+        if hasattr(self.recipe, "train"):  # recipes with their own loop (RL rollouts): see tunesmith.recipes
+            return self.recipe.train(self, resume=resume)
         from tunesmith.engine.loop import make_accelerator, train
 
         cfg = self.config
@@ -168,9 +233,14 @@ class Run:
         model = self.recipe.load_model(cfg, resolved, quantization_config(cfg.method), self.labels())
         pruned = self._prune(model, train_examples) if cfg.method.name == "prune" else None
         torch.manual_seed(cfg.training.seed)  # adapter initialisation is part of the seeded run
-        model = apply_method(
-            model, cfg.method, tokenizer_path=resolved.location, task_type=self.recipe.PEFT_TASK_TYPE
-        )
+        if cfg.model.from_run:  # continual learning: the earlier run's tuned weights, trainable
+            from tunesmith.continual import continue_from
+
+            model = continue_from(self, model)
+        else:
+            model = apply_method(
+                model, cfg.method, tokenizer_path=resolved.location, task_type=self.recipe.PEFT_TASK_TYPE
+            )
         trainable, total = count_parameters(model)
         console.print(
             f"[bold]train[/]: {cfg.model.name} ({resolved.kind}), method {cfg.method.name}, "
@@ -193,6 +263,7 @@ class Run:
             val_examples=val_examples,
             checkpoint_dir=self.dir.checkpoints,
             resume=resume,
+            on_eval=on_eval,
         )
         tuned = accelerator.unwrap_model(model)
         if accelerator.is_main_process:
@@ -215,14 +286,32 @@ class Run:
                     "seconds": round(summary.seconds, 1),
                     "trainable_parameters": trainable,
                     "peak_memory_mb": round(_peak_memory_mb(), 1),
+                    "peak_memory_of": "gpu" if torch.cuda.is_available() else "process",
                     **({"prune": pruned.to_dict()} if pruned is not None else {}),
                 },
             )
         return tuned
 
     def evaluate(self) -> dict[str, Any]:
-        """Evaluate base and tuned model on the test split (see ``tunesmith.evaluation``)."""
-        return self._evaluator()(self)
+        """Evaluate base and tuned model on the test split (see ``tunesmith.evaluation``); with a data mix, also
+        every other task on its own test split (``eval-<task>/``, summed up in ``eval/tasks.json``)."""
+        per_task = {}
+        for name in list(self.task_configs())[1:]:
+            path = self.dir.split(f"test-{name}")
+            if path.is_file():
+                console.print(f"[bold]task {name}[/]")
+                records = [record_from_dict(row) for row in read_jsonl(path)]
+                task_run = self.task_run(name)
+                per_task[name] = task_run._evaluator()(task_run, chats=records, out_dir=self.dir.root / f"eval-{name}")
+        main = self.task_run(self.config.data.name) if self.config.multihead else self
+        metrics = main._evaluator()(main)
+        if per_task:
+            write_json(self.dir.eval / "tasks.json", {self.config.data.name: metrics, **per_task})
+        if self.config.model.from_run:  # continual learning: how the new model does on the earlier test split
+            from tunesmith.continual import measure_forgetting
+
+            measure_forgetting(self)
+        return metrics
 
     def evaluate_split(self, split: str) -> dict[str, Any]:
         """Evaluate on another prepared split (e.g. validation), written to ``eval-<split>/``."""
@@ -247,8 +336,97 @@ class Run:
 
     # ------------------------------------------------------------ helpers
 
+    def task_configs(self) -> dict[str, RunConfig]:
+        """Each dataset of a multi-task mix as a config of its own, by task name (this config's data first)."""
+        cfg = self.config
+        configs = {cfg.data.name: cfg}
+        for entry in cfg.data.mix:
+            task = (entry.task or cfg.task).model_copy(
+                update={"system_prompt": entry.system_prompt or cfg.task.system_prompt}
+            )
+            configs[entry.name] = cfg.model_copy(update={"data": entry, "task": task})
+        return configs
+
+    def task_recipe(self, name: str) -> Any:
+        """The recipe of one task of a data mix (every task's own in a multi-head run)."""
+        config = self.task_configs()[name]
+        return get_recipe(config.task.name, config) if self.config.multihead else self.recipe
+
+    def task_run(self, name: str) -> Run:
+        """One task of a data mix as a run of its own in this run's directory (its model: model/<task>/ when
+        the tasks have their own heads)."""
+        config = self.task_configs()[name]
+        run = Run(config.model_copy(update={"data": config.data.model_copy(update={"mix": []})}), root=self.dir.root)
+        if self.config.multihead:
+            run.model_subdir = name
+        return run
+
+    def _mix_tasks(self, main: Any) -> Any:
+        """Prepare every other dataset of the mix like the first, then mix the training rows by weight.
+
+        Validation rows of all tasks are pooled (one validation loss); each other task's test rows are kept as
+        ``test-<task>.jsonl`` for its own evaluation. Every row carries its task in ``meta.task``.
+        """
+        from tunesmith.data.mix import mix_rows
+
+        cfg = self.config
+        per_task = {cfg.data.name: main}
+        for name, task_config in list(self.task_configs().items())[1:]:
+            per_task[name] = prepare_data(
+                task_config.data,
+                task_config.task,
+                cfg.training.seed,
+                convert=lambda record, c=task_config, r=self.task_recipe(name): r.convert(record, c),
+                accepts=self.task_recipe(name).ACCEPTS,
+                tokens=self._token_counter(),
+            )
+        for name, prepared in per_task.items():
+            for records in prepared.splits.values():
+                for record in records:
+                    record.meta = {**record.meta, "task": name}
+        weights = {name: c.data.weight for name, c in self.task_configs().items()}
+        train = mix_rows({name: p.splits["train"] for name, p in per_task.items()}, weights, cfg.training.seed)
+        splits = {"train": train}
+        validation = [r for p in per_task.values() for r in p.splits.get("validation", [])]
+        if validation:
+            splits["validation"] = validation
+        if "test" in main.splits:
+            splits["test"] = main.splits["test"]
+        for name, prepared in list(per_task.items())[1:]:
+            if "test" in prepared.splits:
+                splits[f"test-{name}"] = prepared.splits["test"]
+        summary = {
+            **main.report(),
+            "rows": {name: len(rows) for name, rows in splits.items()},
+            "mix": {name: sum(1 for r in train if r.meta["task"] == name) for name in per_task},
+            "tasks": {name: p.report() for name, p in list(per_task.items())[1:]},
+        }
+        console.print(f"  multi-task mix of training rows: {summary['mix']}")
+        return type(main)(splits, [r for p in per_task.values() for r in p.rejects], summary)
+
+    def _replay_rows(self, n_train: int) -> list[Record]:
+        """Earlier stages' training rows, converted for this task: ``replay`` of the mixed training split."""
+        import random
+
+        pool: list[Record] = []
+        for path in self.replay_sources:
+            for row in read_jsonl(path):
+                record = record_from_dict(row)
+                if not isinstance(record, self.recipe.ACCEPTS):
+                    raise TunesmithError(
+                        f"{path}: replay needs earlier training rows the '{self.config.task.name}' task can train on, "
+                        f"but they are {type(record).__name__} records.\n  fix: set replay: 0 for this stage"
+                    )
+                record = self._convert(record)
+                record.meta = {**record.meta, "replay": path.parent.parent.name}
+                pool.append(record)
+        wanted = round(self.replay_fraction * n_train / (1 - self.replay_fraction))
+        return random.Random(self.config.training.seed).sample(pool, min(wanted, len(pool)))
+
     def _evaluator(self) -> Any:
         """Chat-reply evaluation for generative recipes (sft), the task's own predictions for the others."""
+        if hasattr(self.recipe, "evaluate_run"):  # recipes with their own evaluation (preference, reward, RL)
+            return self.recipe.evaluate_run
         if getattr(self.recipe, "GENERATIVE", False):
             from tunesmith.evaluation import evaluate_run
 
@@ -256,6 +434,14 @@ class Run:
         from tunesmith.task_evaluation import evaluate_task_run
 
         return evaluate_task_run
+
+    def _token_counter(self) -> TokenCounter:
+        """Token lengths for the data report and data.clean.min_tokens / max_tokens (the tokenizer only)."""
+        cfg = self.config
+        tokenizer = load_tokenizer(cfg.model, resolve_model(cfg.model.name))
+        if self.uses_chat_template():
+            ensure_chat_template(tokenizer)
+        return TokenCounter(tokenizer, cfg.training.max_seq_len, dict(cfg.data.label_names))
 
     def _convert(self, record: Record) -> Record:
         return self.recipe.convert(record, self.config)
@@ -272,7 +458,12 @@ class Run:
         path = self.dir.split("train")
         if not path.is_file():
             return None
-        found = {label for row in read_jsonl(path) if (label := stratum(record_from_dict(row))) is not None}
+        task = self.config.data.name
+        rows = (record_from_dict(row) for row in read_jsonl(path))
+        records = (r for r in rows if r.meta.get("task", task) == task)  # this task's rows of a multi-task mix
+        if hasattr(self.recipe, "labels"):  # a recipe whose label set is not one label per row (tag: every tag)
+            return self.recipe.labels(records)
+        found = {label for record in records if (label := stratum(record)) is not None}
         return sorted(found) or None
 
     def load_base(self) -> Any:
@@ -308,7 +499,8 @@ class Run:
     def tuned_from_base(self, base_model: Any) -> Any:
         """The tuned model: the adapter attached to ``base_model`` (peft methods and bottleneck adapters, which
         change ``base_model`` in place), or the saved weights (full, freeze, prune), which ignore it."""
-        return load_trained(self.config.method, self.dir.model, base_model, self.recipe.auto_class())
+        folder = self.dir.model / self.model_subdir if self.model_subdir else self.dir.model
+        return load_trained(self.config.method, folder, base_model, self.recipe.auto_class())
 
     def _prune(self, model: Any, train_examples: list[Any]) -> Any:
         """Drop the least influential layers (measured on the first training rows); print and return the report."""
@@ -370,8 +562,10 @@ def check_recipe_method(recipe: Any, config: RunConfig) -> None:
     """Reject a method that makes no sense for the task, before any data or model loads."""
     allowed = getattr(recipe, "METHODS", None)
     if allowed is not None and config.method.name not in allowed:
+        why = getattr(recipe, "METHOD_REASONS", {}).get(config.method.name)  # optional: {method: why not}
         raise ConfigError(
-            f"method.name is '{config.method.name}', which the '{config.task.name}' task does not support.\n"
+            f"method.name is '{config.method.name}', which the '{config.task.name}' task does not support"
+            f"{f': {why}' if why else ''}.\n"
             f"  fix: use one of: {', '.join(allowed)}"
         )
 

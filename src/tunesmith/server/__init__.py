@@ -16,7 +16,8 @@ def serve(runs: list[Run], host: str, port: int, api_key: str | None, max_tokens
 
     pool = load_pool(runs)
     for served in pool.models.values():  # warm up: the first generate() in a process is several times slower
-        generate(served, chat_prompt(served, [{"role": "user", "content": "hi"}]), Sampling(max_new_tokens=2))
+        if served.generates:
+            generate(served, chat_prompt(served, [{"role": "user", "content": "hi"}]), Sampling(max_new_tokens=2))
     app = create_app(pool, Limits(max_tokens=max_tokens, max_body_bytes=max_body_bytes), api_key=api_key)
     auth = "bearer key required" if api_key else "no API key: anyone who can reach it may use it"
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible HTTP API: /health, /v1/models, /v1/chat/completions and /v1/completions (with SSE streaming).
+"""The OpenAI-compatible HTTP API: /health, /v1/models, /v1/chat/completions and /v1/completions (with SSE streaming),
+and /v1/classify for classification runs.
 
 Every error is an OpenAI-style body ``{"error": {"message", "type", "param", "code"}}``. Requests are parsed by hand
 (size-limited, then validated) so a malformed body is a 400 naming the field, never a crash.
@@ -91,6 +92,17 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None) -> F
             )
         return served
 
+    def generator(model_id: str) -> Served:
+        served = lookup(model_id)
+        if not served.generates:
+            raise APIError(
+                400,
+                f"The model '{model_id}' is a classifier and does not generate text; use /v1/classify",
+                param="model",
+                code="model_not_generative",
+            )
+        return served
+
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "models": list(pool.models)}
@@ -108,7 +120,7 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None) -> F
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         body = await parse(request, schemas.ChatRequest)
-        served = lookup(body.model)
+        served = generator(body.model)
         messages = [m.as_dict() for m in body.messages]
         prompt, sampling = await run_in_threadpool(prepare, served, lambda: chat_prompt(served, messages), body)
         if body.stream:
@@ -126,7 +138,7 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None) -> F
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
         body = await parse(request, schemas.CompletionRequest)
-        served = lookup(body.model)
+        served = generator(body.model)
         prompt, sampling = await run_in_threadpool(prepare, served, lambda: text_prompt(served, body.text()), body)
         if body.stream:
             chunk_id = schemas.new_id("cmpl")
@@ -138,6 +150,21 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None) -> F
             )
         result = await run_in_threadpool(locked_generate, pool, served, prompt, sampling)
         return schemas.completion(body.model, result)
+
+    @app.post("/v1/classify")
+    async def classify(request: Request) -> Any:
+        body = await parse(request, schemas.ClassifyRequest)
+        served = lookup(body.model)
+        if served.classify is None:
+            raise APIError(
+                400,
+                f"The model '{body.model}' is not a classification run; use /v1/chat/completions",
+                param="model",
+                code="model_not_classifier",
+            )
+        texts = body.texts()
+        results = await run_in_threadpool(locked_classify, pool, served, texts)
+        return schemas.classification(body.model, results)
 
     def prepare(
         served: Served, tokenize: Callable[[], list[int]], body: schemas.ChatRequest | schemas.CompletionRequest
@@ -168,6 +195,12 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None) -> F
         return prompt, sampling
 
     return app
+
+
+def locked_classify(pool: ModelPool, served: Served, texts: list[str]) -> list[dict[str, Any]]:
+    assert served.classify is not None
+    with pool.lock:
+        return served.classify(texts)
 
 
 def locked_generate(pool: ModelPool, served: Served, prompt: list[int], sampling: Sampling) -> Generation:

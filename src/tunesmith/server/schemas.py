@@ -79,6 +79,49 @@ class CompletionRequest(_Generate):
         return self.max_tokens
 
 
+class ClassifyRequest(_Body):
+    model: str
+    input: str | list[str] = Field(description="One text, or a list of up to MAX_CLASSIFY_INPUTS texts.")
+
+    @field_validator("input")
+    @classmethod
+    def _texts(cls, value: str | list[str]) -> str | list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if not texts:
+            raise ValueError("give at least one text to classify")
+        if len(texts) > MAX_CLASSIFY_INPUTS:
+            raise ValueError(f"at most {MAX_CLASSIFY_INPUTS} texts per request, got {len(texts)}")
+        if any(not t.strip() for t in texts):
+            raise ValueError("every text to classify must be non-empty")
+        return value
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+MAX_CLASSIFY_INPUTS = 256
+
+
+def classification(model: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One entry per input, in order: the predicted label, its probability and every label's probability."""
+    return {
+        "id": new_id("clf"),
+        "object": "list",
+        "created": int(time.time()),
+        "model": model,
+        "data": [
+            {
+                "object": "classification",
+                "index": i,
+                "label": r["prediction"],
+                "score": r["confidence"],
+                "probabilities": r["probabilities"],
+            }
+            for i, r in enumerate(results)
+        ],
+    }
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
