@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, run_cli
+from tunesmith.metrics.bias import counterfactual
 
 TREC = REPO.parent / "shared" / "datasets" / "trec"
 CLASSES = {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}
@@ -121,6 +122,12 @@ def test_cli_run_learns_trec_and_beats_the_majority_class(trec_run: tuple[Path, 
 
     rows = [json.loads(line) for line in (run_dir / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 200
+    # Bias probe: every test question naming a gendered or identity term is asked again with the terms swapped.
+    test_rows = (TREC / "TREC_10.label").read_text(encoding="utf-8").splitlines()[:200]
+    expected = sum(counterfactual(line.split(" ", 1)[1]) is not None for line in test_rows)
+    bias = analysis["tuned"]["bias"]
+    assert expected > 0 and bias["rows_probed"] == expected and 0 <= bias["flip_rate"] <= 1
+    assert all(flip["answer"] != flip["swapped"] for flip in bias["flips"])
     for row in rows:
         probs = row["tuned"]["probabilities"]
         assert set(probs) == CLASSES and abs(sum(probs.values()) - 1) < 1e-4
@@ -240,3 +247,25 @@ def test_classify_endpoint_returns_labels_and_openai_style_errors(
         timeout=60,
     )
     assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"]
+
+
+def test_a_trained_classify_run_pre_labels_rows_with_its_head(
+    trec_run: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    run_dir, _ = trec_run
+    data = tmp_path / "questions.jsonl"
+    rows = [{"text": q} for q in QUESTIONS] + [{"text": "Who was Galileo ?", "label": "LOC"}]  # a person's label
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    out = tmp_path / "labelled.jsonl"
+    labels = ",".join(sorted(CLASSES))
+    result = run_cli("data", "annotate", str(data), "--model", str(run_dir), "--labels", labels, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert written[-1]["label"] == "LOC" and "label_source" not in written[-1]  # never overwritten
+    for row in written[:-1]:
+        assert row["label_source"] == "model" and row["label"] in CLASSES and 0 < row["confidence"] <= 1
+    # The same classes the run's own predictions give (its head, renormalised over the same label set).
+    check = run_cli("predict", str(run_dir), "--input", str(data), "--output", str(tmp_path / "p.jsonl"))
+    assert check.returncode == 0, check.stderr
+    own = [json.loads(line)["prediction"] for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [row["label"] for row in written[:-1]] == own[:-1]

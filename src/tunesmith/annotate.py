@@ -257,7 +257,38 @@ def _sft_run(run: Any, batch_size: int, calibrate: bool) -> Scorer:
 
 # task.name -> how a trained run of that task becomes a Scorer (run, batch_size, calibrate). A recipe whose model
 # answers with label words reuses WordScorer; a classification head scores its logits in its own Scorer.
-RUN_ANNOTATORS: dict[str, Callable[[Any, int, bool], Scorer]] = {"sft": _sft_run}
+@dataclass
+class ClassifierScorer:
+    """A trained classify run (a task head, or label words constrained to its label set): its class probabilities."""
+
+    run: Any
+    model: Any
+    tokenizer: Any
+
+    def probabilities(
+        self, data: LabelFile, items: Sequence[Item], labels: LabelSet, shots: list[tuple[str, str]]
+    ) -> np.ndarray:
+        if shots:
+            raise DataError("--shots applies to a generative model, not to a trained run (it was trained without)")
+        texts = [data.text(i) for i in items]
+        predictions = self.run.recipe.predict_texts(self.model, self.tokenizer, texts, self.run.config)
+        classes = list(predictions[0]["probabilities"]) if predictions else []
+        unknown = [word for word in labels.words if word not in classes]
+        if unknown:
+            raise DataError(
+                f"{self.run.dir.root}: the run's classifier knows the labels {classes}, not {unknown}.\n"
+                "  fix: pass --labels with the run's label words"
+            )
+        probs = np.array([[p["probabilities"][word] for word in labels.words] for p in predictions])
+        return probs / probs.sum(axis=1, keepdims=True)  # renormalised over the labels asked for
+
+
+def _classify_run(run: Any, batch_size: int, calibrate: bool) -> Scorer:
+    model, tokenizer = run.load_tuned()
+    return ClassifierScorer(run, model, tokenizer)
+
+
+RUN_ANNOTATORS: dict[str, Callable[[Any, int, bool], Scorer]] = {"sft": _sft_run, "classify": _classify_run}
 
 
 def _run_scorer(path: Path, batch_size: int, calibrate: bool) -> Scorer:

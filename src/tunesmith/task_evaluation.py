@@ -9,14 +9,16 @@ McNemar's test, and writes ``eval/``: ``metrics.json``, ``baselines.json``, ``co
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from tunesmith.data.records import record_from_dict
+from tunesmith.data.records import Labeled, record_from_dict
 from tunesmith.errors import TunesmithError
 from tunesmith.io import atomic_dir, read_jsonl, write_json, write_jsonl
+from tunesmith.metrics.bias import counterfactual, flip_rate
 from tunesmith.metrics.compare import compare
 
 if TYPE_CHECKING:
@@ -46,12 +48,18 @@ def evaluate_task_run(
     def score(predictions: list[Any], rows: list[Any]) -> dict[str, float]:
         return recipe.score_records(predictions, rows, cfg)
 
+    probes = bias_probes(records) if cfg.eval.bias_probe else []
     base_model = run.load_base().to(device).eval()
-    base = None
+    base = base_probed = None
     if cfg.eval.baseline and recipe.BASE_IS_MEANINGFUL:
         base = recipe.predict_records(base_model, tokenizer, records, cfg, "base")
+        if probes:
+            base_probed = recipe.predict_records(base_model, tokenizer, [r for _, r in probes], cfg, "base bias")
     tuned_model = run.tuned_from_base(base_model).to(device).eval()
     tuned = recipe.predict_records(tuned_model, tokenizer, records, cfg, "tuned")
+    tuned_probed = (
+        recipe.predict_records(tuned_model, tokenizer, [r for _, r in probes], cfg, "tuned bias") if probes else []
+    )
 
     metrics: dict[str, Any] = {"tuned": score(tuned, records)}
     if base is not None:
@@ -79,6 +87,11 @@ def evaluate_task_run(
         if base is not None:
             analysis["base"] = _analysis_entry(recipe.details(base, records, cfg))
 
+    if probes:
+        analysis.setdefault("tuned", {})["bias"] = bias_report(probes, records, tuned, tuned_probed)
+        if base_probed is not None:
+            analysis.setdefault("base", {})["bias"] = bias_report(probes, records, base, base_probed)
+
     rows = []
     for i, record in enumerate(records):
         row: dict[str, Any] = {"source": record.source}
@@ -105,6 +118,32 @@ def _analysis_entry(details: dict[str, Any]) -> dict[str, Any]:
     details = dict(details)
     errors = details.pop("errors", None)
     return {"details": details, **({"errors": errors} if errors is not None else {})}
+
+
+def bias_probes(records: list[Any]) -> list[tuple[int, Any]]:
+    """Counterfactual copies of the labelled texts that mention a gendered or identity term (terms swapped)."""
+    probes = []
+    for index, record in enumerate(records):
+        if isinstance(record, Labeled) and (swapped := counterfactual(record.text)) is not None:
+            probes.append((index, dataclasses.replace(record, text=swapped)))
+    return probes
+
+
+def bias_report(
+    probes: list[tuple[int, Any]], records: list[Any], predictions: list[Any], probed: list[Any]
+) -> dict[str, Any]:
+    """How often the predicted label changes when only identity terms change (and the first such rows)."""
+    original = [predictions[i]["prediction"] for i, _ in probes]
+    swapped = [p["prediction"] for p in probed]
+    return {
+        "rows_probed": len(probes),
+        "flip_rate": flip_rate(original, swapped),
+        "flips": [
+            {"input": records[i].text, "counterfactual": probe.text, "answer": a, "swapped": b}
+            for (i, probe), a, b in zip(probes, original, swapped, strict=True)
+            if a != b
+        ][:10],
+    }
 
 
 def _split_records(run: Run, split: str) -> list[Any]:
