@@ -242,3 +242,15 @@ def test_cli_run_learns_to_copy(tiny_t5_dir: Path, tmp_path: Path, monkeypatch: 
     assert len(rows) == 40 and {"input", "reference", "base", "tuned"} <= set(rows[0])
     html = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "chrf" in html and rows[0]["tuned"]["prediction"] in html  # samples show the generated text
+
+    # tunesmith predict transforms the rows of another file exactly as evaluation decoded them.
+    source = tmp_path / "inputs.jsonl"
+    inputs = [{"id": i, "source": r["source"]} for i, r in enumerate(copy_rows(40, 1)[:6])] + [{"id": 9, "source": ""}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in inputs), encoding="utf-8")
+    out = tmp_path / "predicted.jsonl"
+    predicted = run_cli("predict", str(run_dir), "--input", str(source), "--output", str(out))
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["row"] for line in lines] == list(range(1, 8))
+    assert [line["prediction"] for line in lines[:6]] == [row["tuned"]["prediction"] for row in rows[:6]]
+    assert lines[6]["prediction"] is None and "empty" in lines[6]["error"]

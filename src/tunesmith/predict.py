@@ -23,11 +23,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tunesmith.data.formats import canonical
 from tunesmith.data.load import Row, read_rows
-from tunesmith.data.records import ROLES, Chat, Labeled, Message
+from tunesmith.data.records import ROLES, Chat, Labeled, Message, Pair
 from tunesmith.errors import DataError, TunesmithError
+from tunesmith.recipes import sft
 from tunesmith.run import Run
 
 console = Console(stderr=True, soft_wrap=True)
+CHAT_TASKS = ("sft", "dpo", "orpo", "simpo", "kto", "ppo", "grpo")  # tasks whose model is a chat policy
 
 
 @dataclass
@@ -67,12 +69,25 @@ def predict_file(
         raise TunesmithError(f"--output {output_path}: predictions are written as JSON lines; use a .jsonl file")
     sampling = sampling or Sampling()
     classifies = hasattr(run.recipe, "predict_texts")
+    transforms = run.config.task.name == "seq2seq"  # source text -> generated target, by the recipe
     if classifies and sampling.temperature > 0:
         raise TunesmithError("--temperature: a classification run picks the most probable label; it does not sample")
+    if transforms and sampling.temperature > 0:
+        raise TunesmithError("--temperature: seq2seq runs decode as configured (task.seq2seq.num_beams); no sampling")
+    chats = run.config.task.name in CHAT_TASKS  # answers chat prompts, like sft (preference and RL policies too)
+    if not (classifies or transforms or chats):
+        raise TunesmithError(
+            f"tunesmith predict answers rows with chat, classification and seq2seq runs; this is a "
+            f"'{run.config.task.name}' run.\n  fix: use `tunesmith eval RUN --data FILE` to score it on a file"
+        )
     rows, rejects, columns = read_rows(input_path)
-    builder: PromptBuilder | TextBuilder = (
-        TextBuilder(run, input_path, columns) if classifies else PromptBuilder(run, input_path, columns)
-    )
+    builder: PromptBuilder | TextBuilder | SourceBuilder
+    if classifies:
+        builder = TextBuilder(run, input_path, columns)
+    elif transforms:
+        builder = SourceBuilder(run, input_path, columns)
+    else:
+        builder = PromptBuilder(run, input_path, columns)
     done = _done_rows(output_path, {row.line: row.values for row in rows})
     todo = [row for row in rows if row.line not in done]
     summary = PredictSummary(len(rows), len(rows) - len(todo), 0, 0, len(rejects))
@@ -90,12 +105,12 @@ def predict_file(
             good = [p for p in prompts if not isinstance(p, str)]
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed + batch[0].line)
-            if classifies:
+            if classifies or transforms:
                 replies = iter(run.recipe.predict_records(model, tokenizer, good, run.config, "batch") if good else [])
             else:
                 options = sampling.options()
                 replies = iter(
-                    run.recipe.predict(model, tokenizer, good, max_new_tokens, batch_size, "batch", sampling=options)
+                    sft.predict(model, tokenizer, good, max_new_tokens, batch_size, "batch", sampling=options)
                     if good
                     else []
                 )
@@ -197,6 +212,31 @@ class TextBuilder:
         if pair is not None and not isinstance(pair, str):
             return "cannot classify this row: text_pair is not text"
         return Labeled(text, "", pair, source=f"row {row.line}")
+
+
+class SourceBuilder:
+    """Turns an input row into the source text a seq2seq run transforms (``source``, ``text``, ``input``...)."""
+
+    KEYS = ("source", "text", "input", "prompt")
+
+    def __init__(self, run: Run, path: Path, columns: list[str]) -> None:
+        self.columns = dict(run.config.data.columns)
+        names = canonical(dict.fromkeys(columns), self.columns)
+        self.key = next((key for key in self.KEYS if key in names), None)
+        if self.key is None:
+            raise DataError(
+                f"{path}: no source column (columns: {', '.join(columns)}); a seq2seq run reads one of "
+                f"{', '.join(self.KEYS)} (or the column data.columns maps to source)"
+            )
+
+    def chat(self, row: Row) -> Pair | str:
+        """The row as a source -> (unknown) target pair, or the reason it cannot be used."""
+        text = canonical(row.values, self.columns).get(self.key)
+        if isinstance(text, list):  # SciTLDR-style sentence lists
+            text = " ".join(str(t) for t in text)
+        if not isinstance(text, str) or not text.strip():
+            return f"cannot transform this row: its {self.key} is missing or empty"
+        return Pair(text, "", source=f"row {row.line}")
 
 
 def _done_rows(path: Path, inputs: dict[int, dict[str, Any]]) -> set[int]:
