@@ -13,7 +13,7 @@ import yaml
 from tests.conftest import SST2, run_cli
 from tunesmith.data.labelfile import LabelSet, read_label_file
 
-SHARED_SST2 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "sst2" / "dev.tsv"
+SST2_FILE = Path(__file__).resolve().parents[1] / "examples" / "data" / "sst2" / "dev.tsv"
 
 
 def jsonl(path: Path, rows: list) -> Path:
@@ -132,11 +132,10 @@ def test_a_trained_sft_run_annotates_with_its_own_prompt_and_labels(tuned_run_di
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED_SST2.is_file(), reason="needs ../shared/datasets/sst2")
 def test_smollm2_prelabels_sst2_better_than_chance_and_keeps_human_labels(smollm2_dir: Path, tmp_path: Path) -> None:
     from scipy.stats import binomtest
 
-    lines = SHARED_SST2.read_text(encoding="utf-8").splitlines()
+    lines = SST2_FILE.read_text(encoding="utf-8").splitlines()
     header, rows = lines[0], lines[1:81]
     gold = [r.rsplit("\t", 1)[1] for r in rows]
     # 20 rows keep a person's label, 5 of them deliberately wrong (a model would "correct" them if it overwrote).

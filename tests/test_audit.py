@@ -7,13 +7,12 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from tests.conftest import run_cli
 from tunesmith.audit import audit, format_text
 from tunesmith.data.labelfile import read_label_file
 
-SHARED_SST2 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "sst2" / "train_first2000.tsv"
+SST2_FILE = Path(__file__).resolve().parents[1] / "examples" / "data" / "sst2" / "train.tsv"
 OUTLIER = "SELECT id, email FROM users WHERE created_at > '2021-01-01' ORDER BY id;"
 DUPLICATE = "the movie is a total waste of time and money"
 COPIES = [DUPLICATE, DUPLICATE + " !", DUPLICATE + " .", DUPLICATE.upper()]  # near, near, exact (case-folded)
@@ -78,9 +77,8 @@ def test_audit_needs_labels_to_find_label_errors(tmp_path: Path) -> None:
     assert report["label_issues"]["count"] == 0 and "two labels" in report["label_issues"]["note"]
 
 
-@pytest.mark.skipif(not SHARED_SST2.is_file(), reason="needs ../shared/datasets/sst2")
 def test_audit_finds_flipped_sst2_labels_planted_duplicates_and_an_outlier(tmp_path: Path) -> None:
-    lines = SHARED_SST2.read_text(encoding="utf-8").splitlines()[1:1001]
+    lines = SST2_FILE.read_text(encoding="utf-8").splitlines()[1:1001]
     texts = [line.rsplit("\t", 1)[0].strip() for line in lines]
     labels = [line.rsplit("\t", 1)[1] for line in lines]
     flipped = flip(labels, 0.05, seed=0)

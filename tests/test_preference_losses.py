@@ -11,7 +11,6 @@ import torch
 
 from tunesmith.recipes.preference_losses import dpo_losses, kto_losses, orpo_losses, sequence_logps, simpo_losses
 
-pytest.importorskip("trl")
 TOL = 1e-6
 
 
