@@ -210,7 +210,7 @@ def estimate(
         largest_micro_batch_positions=positions,
         probe_tflops=round(throughput / 1e12, 3),
         seconds_per_step=round(seconds / n_steps, 3),
-        seconds_per_epoch=round(seconds, 1),
+        seconds_per_epoch=float(f"{seconds:.3g}"),  # 3 significant digits: tiny runs take well under 0.1 s
     )
 
 
