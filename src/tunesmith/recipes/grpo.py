@@ -14,13 +14,10 @@ import torch
 from rich.console import Console
 
 from tunesmith.config import RunConfig
-from tunesmith.data.records import Chat, Record
 from tunesmith.errors import ConfigError
-from tunesmith.models.load import load_causal_lm
-from tunesmith.models.resolve import ResolvedModel
 from tunesmith.recipes import rl_common
 from tunesmith.recipes.rewards import build_reward
-from tunesmith.recipes.rl_common import PromptExample, Setup, masked_mean, reference, reference_copy, token_logps
+from tunesmith.recipes.rl_common import Setup, masked_mean, reference, reference_copy, token_logps
 
 NAME = "grpo"
 ACCEPTS = rl_common.ACCEPTS
@@ -29,24 +26,13 @@ PACKS = False
 METHODS = ("full", "freeze", "lora", "qlora", "ia3")
 
 
-def convert(record: Record, cfg: RunConfig) -> Chat:
-    return rl_common.convert(record, cfg)
-
-
-def load_model(
-    cfg: RunConfig, resolved: ResolvedModel | None = None, quantization: Any | None = None, labels: Any = None
-) -> Any:
-    return load_causal_lm(cfg.model, resolved, quantization)
-
-
-def auto_class() -> type:
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM
-
-
-def encode_row(record: Chat, tokenizer: Any, cfg: RunConfig) -> PromptExample:
-    return rl_common.encode_prompt(record, tokenizer, cfg.training.max_seq_len)
+# The recipe contract's data and model hooks are those of every RL recipe.
+convert, load_model, auto_class, encode_row = (
+    rl_common.convert,
+    rl_common.load_model,
+    rl_common.auto_class,
+    rl_common.encode_row,
+)
 
 
 def train_fns(tokenizer: Any, cfg: RunConfig, pack_len: int | None = None) -> Any:
