@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import write_tiny_config
@@ -50,3 +59,40 @@ def train_tiny_run(folder: Path, model_dir: Path, name: str, steps: int, seed: i
 def tuned_run_dir(eos_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished, evaluated run whose model answers 'positive' / 'negative' and then emits <|im_end|>."""
     return train_tiny_run(tmp_path_factory.mktemp("tuned"), eos_model_dir, "tuned", steps=40)
+
+
+@contextlib.contextmanager
+def serving(args: list[str], log: Path, timeout: float = 180) -> Iterator[str]:
+    """`tunesmith serve ARGS --port P` in a real subprocess; yields its base URL once /health answers.
+
+    On exit the server must still be alive with no traceback in its log; it is then stopped with Ctrl-C.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exe = Path(sys.executable).with_name("tunesmith")
+    with log.open("w") as handle:
+        command = [str(exe), "serve", *args, "--port", str(port)]
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start:\n" + log.read_text()
+            time.sleep(0.3)
+        yield url
+        assert process.poll() is None, "the server died:\n" + log.read_text()
+        assert "Traceback" not in log.read_text(), log.read_text()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

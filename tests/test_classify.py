@@ -4,11 +4,7 @@ class, and its run predicts (`tunesmith predict`) and serves (`/v1/classify`) la
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, run_cli
+from tests.shipping import serving
 from tunesmith.metrics.bias import counterfactual
 
 TREC = REPO.parent / "shared" / "datasets" / "trec"
@@ -161,44 +158,14 @@ def test_predict_writes_labels_with_probabilities_and_resumes(
     assert sampled.returncode == 2 and "does not sample" in sampled.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(
     trec_run: tuple[Path, subprocess.CompletedProcess], tuned_run_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """`tunesmith serve` with the classification run and a chat (sft) run side by side."""
     run_dir, _ = trec_run
-    port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "server.log"
-    exe = Path(sys.executable).with_name("tunesmith")
-    with log.open("w") as handle:
-        process = subprocess.Popen(
-            [str(exe), "serve", str(run_dir), str(tuned_run_dir), "--port", str(port)],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env={**os.environ},
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start:\n" + log.read_text()
-            time.sleep(0.3)
+    with serving([str(run_dir), str(tuned_run_dir)], tmp_path_factory.mktemp("serve") / "server.log") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_classify_endpoint_returns_labels_and_openai_style_errors(

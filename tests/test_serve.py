@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +15,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.shipping import EOS_ID, train_tiny_run
+from tests.shipping import EOS_ID, serving, train_tiny_run
 
 KEY = "test-key-123"
 PROMPT = "Sentiment of: a gorgeous , witty , seductive movie ."
@@ -32,43 +27,20 @@ def second_run_dir(eos_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     return train_tiny_run(tmp_path_factory.mktemp("second"), eos_model_dir, "second", steps=2, seed=7, evaluate=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tuned_run_dir: Path, second_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    exe = Path(sys.executable).with_name("tunesmith")
-    command = [str(exe), "serve", str(tuned_run_dir), str(second_run_dir), "--port", str(port), "--api-key", KEY]
-    command += ["--max-tokens", "64", "--max-body-bytes", "20000"]
-    with log.open("w") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start:\n" + log.read_text()
-            time.sleep(0.5)
+    args = [
+        str(tuned_run_dir),
+        str(second_run_dir),
+        "--api-key",
+        KEY,
+        "--max-tokens",
+        "64",
+        "--max-body-bytes",
+        "20000",
+    ]
+    with serving(args, tmp_path_factory.mktemp("server") / "server.log") as url:
         yield url
-        assert process.poll() is None, "the server died:\n" + log.read_text()
-        assert "Traceback" not in log.read_text(), log.read_text()
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")

@@ -4,18 +4,10 @@ filtered through the data pipeline with a report whose counts add up."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
-
 from tests.conftest import run_cli
-from tests.shipping import train_tiny_run
+from tests.shipping import serving, train_tiny_run
 from tunesmith.config import CleanConfig, DataConfig
 from tunesmith.data.prepare import load_records
 from tunesmith.synthesize import filter_rows, load_seeds, parse_example
@@ -123,34 +115,10 @@ def test_labels_must_be_the_seeds_labels_and_chat_replies_are_parsed(tmp_path: P
     assert filtered.report(2)["rejected_by_reason"] == {"unknown_label": 1}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_synthesize_through_a_real_tunesmith_server(tiny_model_dir: Path, tmp_path: Path) -> None:
     run_dir = train_tiny_run(tmp_path, tiny_model_dir, "synth-server", steps=2, evaluate=False)
-    port = _free_port()
-    exe = Path(sys.executable).with_name("tunesmith")
     log = tmp_path / "server.log"
-    with log.open("w") as handle:
-        process = subprocess.Popen(
-            [str(exe), "serve", str(run_dir), "--port", str(port)], stdout=handle, stderr=subprocess.STDOUT,
-            env={**os.environ},
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start:\n" + log.read_text()
-            time.sleep(0.5)
+    with serving([str(run_dir)], log, timeout=120) as url:
         seeds = write_seeds(tmp_path)
         out = tmp_path / "served.jsonl"
         result = run_cli(
@@ -160,11 +128,3 @@ def test_synthesize_through_a_real_tunesmith_server(tiny_model_dir: Path, tmp_pa
         assert result.returncode == 0, result.stderr
         report = check_outputs(out, seeds, 3)
         assert report["generator"] == f"endpoint {url}/v1 (synth-server)"
-        assert "Traceback" not in log.read_text()
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
