@@ -279,3 +279,27 @@ def test_compile_compiles_each_decoder_layer_and_keeps_the_loss(tiny_model_dir: 
     assert layer._compiled_call_impl is not None
     assert abs(float(plain) - float(compiled)) <= 1e-4 * float(plain)
     assert not any("_orig_mod" in name for name in model.state_dict())  # parameter names unchanged
+
+
+def test_cpu_training_returns_freed_memory_after_each_layer_without_changing_gradients(tiny_model_dir: Path) -> None:
+    from tunesmith.engine.loop import backward_window
+    from tunesmith.engine.model_options import decoder_layers, release_freed_cpu_memory
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    fns = sft.task_fns(tokenizer, 128)
+    batch = fns.collate(sst2_examples(tokenizer, 8))
+    model = apply_method(AutoModelForCausalLM.from_pretrained(tiny_model_dir), MethodConfig(name="lora"))
+    model.eval()  # no LoRA dropout noise: the two backward passes must agree exactly
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def grads() -> list[torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        backward_window(model, [batch], fns, Accelerator(cpu=True), trainable)
+        return [p.grad.clone() for p in trainable]
+
+    plain = grads()
+    with release_freed_cpu_memory(model) as hooks:
+        assert hooks == len(decoder_layers(model)) == 2  # one per decoder layer (glibc here)
+        trimmed = grads()
+    assert all(torch.equal(a, b) for a, b in zip(plain, trimmed, strict=True))
+    assert all(not layer._forward_hooks for layer in decoder_layers(model))  # removed when training ends

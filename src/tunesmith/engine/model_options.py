@@ -1,8 +1,13 @@
-"""Training options that change the model before the loop starts: dropout, torch.compile, liger kernels."""
+"""Training options that change the model before the loop starts: dropout, torch.compile, liger kernels,
+attention, and returning freed CPU memory to the system."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -37,6 +42,48 @@ def override_dropout(model: Any, p: float) -> int:
     return changed
 
 
+def decoder_layers(model: Any) -> list[torch.nn.Module]:
+    """The repeated blocks of a transformers model (its ``_no_split_modules`` classes), in order."""
+    inner = unwrap(model)
+    block_names = set(getattr(_transformers_model(inner), "_no_split_modules", None) or [])
+    return [module for module in inner.modules() if type(module).__name__ in block_names]
+
+
+@contextlib.contextmanager
+def release_freed_cpu_memory(model: Any) -> Iterator[int]:
+    """While active, return the C heap's freed memory to the system after each decoder layer's forward (CPU, glibc).
+
+    A CPU forward pass frees many activation-sized temporaries while it stores the activations for backward.
+    glibc keeps freed heap chunks resident, and whether later allocations reuse them varies from run to run: the
+    same SmolLM2-135M LoRA micro-batch peaked at 9.9 GiB RSS in some runs and 13.6-13.8 GiB in others (9.6 GiB
+    of it live). ``malloc_trim(0)`` after each layer's forward keeps the peak at what is live (10.6 GiB measured)
+    at no measurable cost; trimming in backward as well cost ~50% more time, so forward only. Yields the number
+    of hooks (0 on GPU models, non-glibc systems and models without recognised layers).
+    """
+    trim = _malloc_trim()
+    on_cpu = all(p.device.type == "cpu" for p in unwrap(model).parameters())
+    layers = decoder_layers(model) if trim is not None and on_cpu else []
+
+    def release(*_args: Any) -> None:
+        trim(0)
+
+    handles = [layer.register_forward_hook(release) for layer in layers]
+    try:
+        yield len(handles)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl, Windows)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
 def compile_layers(model: Any) -> int:
     """torch.compile each decoder layer in place (regional compilation); return how many were compiled.
 
@@ -44,13 +91,11 @@ def compile_layers(model: Any) -> int:
     names (checkpoints and adapters are unchanged) and leaves the loss's output-head hook outside compiled code.
     """
     inner = unwrap(model)
-    block_names = set(getattr(_transformers_model(inner), "_no_split_modules", None) or [])
     compiled = 0
-    for module in inner.modules():
-        if type(module).__name__ in block_names:
-            if getattr(module, "_compiled_call_impl", None) is None:  # once: a second compile would recompile
-                module.compile()
-            compiled += 1
+    for module in decoder_layers(inner):
+        if getattr(module, "_compiled_call_impl", None) is None:  # once: a second compile would recompile
+            module.compile()
+        compiled += 1
     if not compiled:
         print("training.compile: no decoder layers found; compiling the whole model", file=sys.stderr)
         inner.compile()
