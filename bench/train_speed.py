@@ -63,6 +63,7 @@ def run_tunesmith(args: argparse.Namespace) -> dict:
         scheduler="constant",
         seed=42,
         packing=not args.no_packing,
+        micro_batch_size=args.micro_batch,
     )
     fns = sft.task_fns(tokenizer, pack_len=None if args.no_packing else args.max_len)
     started = time.perf_counter()
@@ -162,6 +163,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-len", type=int, default=512)
     parser.add_argument("--examples", type=int, default=100)
+    parser.add_argument("--micro-batch", type=int, default=None, help="tunesmith's training.micro_batch_size")
     parser.add_argument("--no-packing", action="store_true", help="tunesmith pads instead of packing")
     parser.add_argument("--which", choices=["both", "tunesmith", "hf", "estimate"], default="both")
     parser.add_argument("--tmp", default="/tmp/tunesmith-bench")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -101,3 +102,15 @@ def test_ddp_resume_is_bitwise_equal_to_an_uninterrupted_ddp_run(tiny_model_dir:
     reference = load_file(tmp_path / "runs" / "straight" / "model" / "adapter_model.safetensors")
     assert ours.keys() == reference.keys() and ours
     assert all(torch.equal(ours[k], reference[k]) for k in reference)
+
+
+def test_a_sharded_launch_on_cpu_says_it_runs_as_ddp(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunesmith.engine.loop import sharding_note
+
+    assert sharding_note(cpu=True) is None  # a plain launch: nothing to say
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert "FSDP needs GPUs" in sharding_note(cpu=True) and "DDP" in sharding_note(cpu=True)
+    assert sharding_note(cpu=False) is None  # on GPUs accelerate shards for real
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    assert "DEEPSPEED needs GPUs" in sharding_note(cpu=True)

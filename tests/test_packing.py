@@ -106,3 +106,33 @@ def test_loss_and_gradients_match_between_padded_and_packed(tiny_model_dir: Path
         assert grad.abs().max() > 0, name
         assert torch.allclose(grad, packed[name], atol=1e-5, rtol=0), name
         assert torch.allclose(grad, accumulated[name], atol=1e-5, rtol=0), name
+
+
+def test_rows_one_at_a_time_give_the_packed_batch_gradients_without_padding(tiny_model_dir: Path) -> None:
+    """What the engine does on a CPU (training.micro_batch_size null): each packed row alone, cut to its tokens."""
+    from accelerate import Accelerator
+
+    from tunesmith.engine.loop import backward_window
+    from tunesmith.engine.packing import split_rows
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    fns = sft.task_fns(tokenizer, 96)
+    batch = fns.collate(sst2_examples(tokenizer, 8))
+    rows = split_rows(batch)
+    assert len(rows) == batch["input_ids"].size(0) > 1
+    assert all(int(r["attention_mask"].sum()) == r["input_ids"].numel() for r in rows)  # no padding left
+    assert sum(r["input_ids"].numel() for r in rows) == int(batch["attention_mask"].sum())
+    assert split_rows({"input_ids": batch["input_ids"]}) == [{"input_ids": batch["input_ids"]}]  # not packed: whole
+
+    def grads(batches: list) -> tuple[dict[str, torch.Tensor], float]:
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        loss, _, _ = backward_window(model, batches, fns, Accelerator(cpu=True), trainable)
+        return {n: p.grad.clone() for n, p in model.named_parameters()}, loss
+
+    whole, whole_loss = grads([batch])
+    row_wise, row_loss = grads(rows)
+    assert abs(whole_loss - row_loss) <= 1e-5
+    for name, grad in whole.items():
+        assert torch.allclose(grad, row_wise[name], atol=1e-5, rtol=0), name

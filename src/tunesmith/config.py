@@ -652,7 +652,8 @@ class TrainingConfig(Section):
         None,
         description="Run each micro-batch in pieces of at most this many examples: less memory, the same result "
         "(the loss is normalised over the whole step). auto: the largest piece that fits in GPU memory, found by "
-        "trying the step's longest examples. null: batch_size.",
+        "trying the step's longest examples. null: batch_size on a GPU; on a CPU, one packed row at a time (no "
+        "padding compute and a fraction of the memory; CPUs gain nothing from batching rows).",
     )
     dropout: float | None = Field(
         None, ge=0.0, lt=1.0, description="Override the model's dropout probabilities (attention, hidden, ...)."

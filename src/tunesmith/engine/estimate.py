@@ -90,9 +90,12 @@ def count_parameters(model_config: Any, method: MethodConfig, tokenizer_path: st
 
 
 def micro_batch_shapes(
-    lengths: list[int], targets: list[int], cfg: TrainingConfig, packing: bool, one_row: bool
+    lengths: list[int], targets: list[int], cfg: TrainingConfig, packing: bool, one_row: bool, row_wise: bool = False
 ) -> list[tuple[list[int], list[int], int]]:
-    """(row widths, example lengths, targets) of every micro-batch of the first epoch, as the engine builds them."""
+    """(row widths, example lengths, targets) of every micro-batch of the first epoch, as the engine builds them.
+
+    ``row_wise``: each packed row is its own micro-batch, cut to its tokens (the engine on a CPU).
+    """
     per_step = cfg.batch_size * cfg.grad_accum
     shapes = []
     for step in range(steps_per_epoch(len(lengths), per_step)):
@@ -101,6 +104,11 @@ def micro_batch_shapes(
             if not idx:
                 continue
             sizes = [lengths[i] for i in idx]
+            if packing and row_wise:
+                for row in plan_rows(sizes, cfg.max_seq_len):
+                    row_sizes = [sizes[i] for i in row]
+                    shapes.append(([sum(row_sizes)], row_sizes, sum(targets[idx[i]] for i in row)))
+                continue
             if packing and one_row:
                 rows = [-(-sum(sizes) // 128) * 128]
             elif packing:
@@ -151,7 +159,8 @@ def estimate(
     micro = cfg.micro_batch_size if isinstance(cfg.micro_batch_size, int) else None
     if micro and micro < cfg.batch_size:
         cfg = cfg.model_copy(update={"batch_size": micro, "grad_accum": cfg.grad_accum * -(-cfg.batch_size // micro)})
-    shapes = micro_batch_shapes(lengths, targets, cfg, packing, one_row)
+    row_wise = device == "cpu" and cfg.micro_batch_size is None  # as the engine does (loop.py)
+    shapes = micro_batch_shapes(lengths, targets, cfg, packing, one_row, row_wise)
     act = 4 if device == "cpu" or cfg.precision == "fp32" else 2
     quantized = method.name == "qlora"
     full = method.name == "full"

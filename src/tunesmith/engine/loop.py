@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,7 +34,8 @@ from tunesmith.engine.memory import (
     release_memory,
     split,
 )
-from tunesmith.engine.packing import attention_implementation, merge_rows, pad_packed
+from tunesmith.engine.model_options import release_freed_cpu_memory
+from tunesmith.engine.packing import attention_implementation, merge_rows, pad_packed, split_rows
 from tunesmith.engine.progress import StepProgress
 from tunesmith.errors import TunesmithError
 from tunesmith.io import append_jsonl, atomic_dir, read_jsonl_log, write_jsonl
@@ -75,7 +77,26 @@ def make_accelerator(precision: str) -> Any:
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     # On a machine without an accelerator, cpu=True is what makes `accelerate launch` processes form a gloo group.
     cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
-    return Accelerator(mixed_precision="no" if precision == "fp32" else precision, cpu=cpu)
+    accelerator = Accelerator(mixed_precision="no" if precision == "fp32" else precision, cpu=cpu)
+    note = sharding_note(cpu)
+    if note and accelerator.is_main_process:
+        print(note, file=sys.stderr)
+    return accelerator
+
+
+def sharding_note(cpu: bool) -> str | None:
+    """What to tell a user who launched with an FSDP or DeepSpeed config on a machine without GPUs.
+
+    accelerate forms FSDP and DeepSpeed groups on GPUs only; with ``cpu=True`` it runs such a launch as plain
+    DDP (every process holds the whole model), which trains correctly but shards nothing.
+    """
+    sharded = [name for name in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true"]
+    if not (cpu and sharded):
+        return None
+    return (
+        f"note: {sharded[0]} needs GPUs; on this CPU-only machine accelerate runs the launch as DDP "
+        "(every process holds the whole model and optimizer state)"
+    )
 
 
 @contextlib.contextmanager
@@ -180,7 +201,7 @@ def train(
     attention_before = attention_implementation(model)
     prepare_model(model, cfg)
     try:
-        with neftune(model, cfg.neftune_alpha):
+        with neftune(model, cfg.neftune_alpha), release_freed_cpu_memory(model):
             return _train(
                 model,
                 train_examples,
@@ -242,6 +263,8 @@ def _train(
     progress = StepProgress(n_steps, enabled=accelerator.is_main_process)
     trackers = Trackers(cfg, metrics_path, accelerator.is_main_process)
     micro = _micro_batch_size(model, train_examples, fns, cfg, accelerator, trainable)
+    # A CPU gains nothing from computing rows together, and padding is computed work: one packed row at a time.
+    row_wise = cfg.micro_batch_size is None and accelerator.device.type == "cpu"
     started, elapsed_before = time.perf_counter(), state.elapsed
     loss_value, val_loss = float("nan"), None
     model.train()
@@ -258,6 +281,8 @@ def _train(
         while True:
             pieces = [piece for idx in micro_batches for piece in split(idx, micro)]
             batches = [fns.collate([train_examples[i] for i in idx]) if idx else None for idx in pieces]
+            if row_wise:
+                batches = [row for b in batches for row in (split_rows(b) if b is not None else [None])]
             result = _guard_oom(lambda: backward_window(model, batches, fns, accelerator, trainable))  # noqa: B023
             if result is not None:
                 break

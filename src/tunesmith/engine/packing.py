@@ -176,3 +176,14 @@ def _compute_dtype(model: Any) -> torch.dtype:
     if torch.is_autocast_enabled():
         return torch.get_autocast_dtype("cuda" if torch.cuda.is_available() else "cpu")
     return next(model.parameters()).dtype
+
+
+def split_rows(batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """A packed batch as one batch per row, each cut to its real tokens (no padding left to compute).
+
+    Batches that are not packed rows (no ``seq_ids``, or tensors of other shapes) come back whole.
+    """
+    if "seq_ids" not in batch or any(v.shape != batch["seq_ids"].shape for v in batch.values()):
+        return [batch]
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    return [{k: v[r : r + 1, : max(1, n)] for k, v in batch.items()} for r, n in enumerate(lengths)]
