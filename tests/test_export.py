@@ -159,7 +159,7 @@ def test_q8_0_gguf_is_checked_against_the_model(tuned_run_dir: Path, tmp_path: P
     result = export_run(Run.from_dir(tuned_run_dir), tmp_path / "q8", gguf="q8_0")
     check = result.checks["gguf"]
     assert result.gguf == tmp_path / "q8" / "gguf" / "model-q8_0.gguf" and result.gguf.is_file()
-    assert 0 < check["max_logit_diff"] <= 0.05 * check["logit_scale"]  # quantized: close, not equal
+    assert 0 < check["max_logit_diff"] <= 0.1 * check["logit_scale"]  # quantized: close, not equal
     f16_size = 2 * sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tmp_path / "q8").parameters())
     assert result.gguf.stat().st_size < 0.75 * f16_size  # 8.5 bits per weight (norms aside), not 16
 

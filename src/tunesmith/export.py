@@ -30,7 +30,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MERGEABLE = ("lora", "qlora", "ia3")  # peft methods whose weights fold into the base model
 TOLERANCE = 1e-4  # max |logit difference| allowed for an fp32 export (or the fp32 noise of the run's model)
 PROBES = 4  # prompts from the run's data used to compare logits
-GGUF_TOLERANCE = {"f16": 0.01, "q8_0": 0.05}  # max |logit difference| of a GGUF, as a fraction of the logit scale
+# max |logit difference| of a GGUF, as a fraction of the logit scale. q8_0 on the 64-wide test model measured
+# 4-5.4% depending on the trained weights; a broken conversion is off by ~100%.
+GGUF_TOLERANCE = {"f16": 0.01, "q8_0": 0.1}
 
 
 @dataclass
