@@ -35,8 +35,10 @@ from tunesmith.data.render import IGNORE_INDEX
 from tunesmith.engine.loop import Batch, TaskFns
 from tunesmith.engine.packing import model_inputs, pack
 from tunesmith.engine.progress import track
-from tunesmith.models.load import load_causal_lm
-from tunesmith.models.resolve import ResolvedModel
+from tunesmith.recipes.sft import auto_class, load_model
+
+# The recipe contract's causal-LM hooks, shared with sft (re-exported: the pipeline looks them up here).
+__all__ = ["auto_class", "load_model"]
 
 NAME = "lm"
 ACCEPTS = (Text, Pair)  # Pair: its source text is the document (e.g. SciTLDR's abstracts)
@@ -64,18 +66,6 @@ def convert(record: Record, cfg: RunConfig) -> Text:
     if isinstance(record, Pair):
         return Text(record.source_text, source=record.source, meta=record.meta)
     raise RowError(f"the lm task trains on raw text, got a {type(record).__name__} row")
-
-
-def load_model(
-    cfg: RunConfig, resolved: ResolvedModel | None = None, quantization: Any | None = None, labels: Any = None
-) -> Any:
-    return load_causal_lm(cfg.model, resolved, quantization)
-
-
-def auto_class() -> type:
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM
 
 
 def encode_document(text: str, tokenizer: Any) -> list[int]:

@@ -19,10 +19,12 @@ from tunesmith.config import RunConfig
 from tunesmith.data.formats import RowError
 from tunesmith.data.records import Feedback, Preference, Record
 from tunesmith.engine.loop import Batch, TaskFns
-from tunesmith.models.load import load_causal_lm
-from tunesmith.models.resolve import ResolvedModel
 from tunesmith.recipes.completions import completion_text, fit, pad_rows, token_ids
 from tunesmith.recipes.preference_losses import dpo_losses, kto_losses, orpo_losses, sequence_logps, simpo_losses
+from tunesmith.recipes.sft import auto_class, load_model
+
+# The recipe contract's causal-LM hooks, shared with sft (re-exported: the pipeline looks them up here).
+__all__ = ["auto_class", "load_model"]
 
 NAME = "preference"
 ACCEPTS = (Preference, Feedback)
@@ -48,18 +50,6 @@ def convert(record: Record, cfg: RunConfig) -> Record:
         f"{cfg.task.name} trains on prompt/chosen/rejected pairs; this row is a single judged reply (use task kto)",
         "wrong_type",
     )
-
-
-def load_model(
-    cfg: RunConfig, resolved: ResolvedModel | None = None, quantization: Any | None = None, labels: Any = None
-) -> Any:
-    return load_causal_lm(cfg.model, resolved, quantization)
-
-
-def auto_class() -> type:
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM
 
 
 @dataclass

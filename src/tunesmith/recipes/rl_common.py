@@ -15,9 +15,11 @@ from tunesmith.config import RlConfig, RunConfig
 from tunesmith.data.convert import to_chat
 from tunesmith.data.records import Chat, Feedback, Labeled, Message, Pair, Preference, Record
 from tunesmith.data.render import IGNORE_INDEX, render_prompt
-from tunesmith.models.load import load_causal_lm
-from tunesmith.models.resolve import ResolvedModel
 from tunesmith.recipes.completions import pad_rows, token_ids
+from tunesmith.recipes.sft import auto_class, load_model
+
+# The recipe contract's causal-LM hooks (the policy), shared with sft; ppo and grpo re-export them from here.
+__all__ = ["auto_class", "load_model"]
 
 ACCEPTS = (Chat, Pair, Preference, Feedback, Labeled)
 
@@ -39,19 +41,6 @@ class PromptExample:
     @property
     def n_targets(self) -> int:
         return 1
-
-
-def load_model(
-    cfg: RunConfig, resolved: ResolvedModel | None = None, quantization: Any | None = None, labels: Any = None
-) -> Any:
-    """The policy: a causal LM (the recipe contract's ``load_model`` for ppo and grpo)."""
-    return load_causal_lm(cfg.model, resolved, quantization)
-
-
-def auto_class() -> type:
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM
 
 
 def encode_row(record: Chat, tokenizer: Any, cfg: RunConfig) -> PromptExample:
