@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,38 @@ def build_tiny_llama(folder: Path, vocab_size: int) -> None:
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
 
 
+def build_tiny_bert(
+    folder: Path,
+    hidden_size: int,
+    num_layers: int,
+    max_positions: int,
+    dropout: float = 0.1,
+    pooler: bool = True,
+) -> Path:
+    """A random BERT encoder (2 heads, feed-forward 2 x hidden, seed 0) with the packaged all-MiniLM-L6-v2
+    tokenizer (uncased WordPiece); ``dropout`` 0.1 is BERT's default, ``pooler`` keeps the [CLS] pooling layer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from tunesmith.models.resolve import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm-l6").location)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden_size,
+        max_position_embeddings=max_positions,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+    BertModel(config, add_pooling_layer=pooler).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A local HF folder with a 2-layer random Llama and a ChatML tokenizer (~0.2M parameters)."""
@@ -108,6 +141,13 @@ def write_tiny_config(folder: Path, model_dir: Path, **sections: dict) -> Path:
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
+
+
+def free_port() -> int:
+    """A TCP port nothing on this machine listens on now (for a server or a launch's rendezvous)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:

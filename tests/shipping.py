@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import write_tiny_config
+from tests.conftest import free_port, write_tiny_config
 
 EOS_ID = 2  # <|im_end|> in the tiny tokenizer: the chat template's end of turn
 
@@ -67,9 +66,7 @@ def serving(args: list[str], log: Path, timeout: float = 180) -> Iterator[str]:
 
     On exit the server must still be alive with no traceback in its log; it is then stopped with Ctrl-C.
     """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     exe = Path(sys.executable).with_name("tunesmith")
     with log.open("w") as handle:
         command = [str(exe), "serve", *args, "--port", str(port)]

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, run_cli
+from tests.conftest import build_tiny_bert as build_bert
 from tests.shipping import serving
 from tunesmith.metrics.bias import counterfactual
 
@@ -27,27 +28,8 @@ QUESTIONS = [
 
 
 def build_tiny_bert(folder: Path) -> Path:
-    """A one-layer random BERT (hidden 64, no dropout) with the packaged MiniLM tokenizer (BERT WordPiece)."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from tunesmith.models.resolve import resolve_model
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm-l6").location)
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
-    return folder
+    """A one-layer random BERT (hidden 64, no dropout, 64 positions) with the MiniLM tokenizer."""
+    return build_bert(folder, hidden_size=64, num_layers=1, max_positions=64, dropout=0.0)
 
 
 @pytest.fixture(scope="session")

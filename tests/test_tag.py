@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import build_tiny_bert as build_bert
 from tests.conftest import run_cli
 from tunesmith.config import validate_config
 from tunesmith.data.records import Tagged
@@ -35,23 +36,8 @@ def minilm_tokenizer_dir() -> Path:
 
 
 def build_tiny_bert(folder: Path) -> Path:
-    """A 2-layer random BERT (hidden 32) with the packaged all-MiniLM-L6-v2 tokenizer (uncased WordPiece)."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    tokenizer = AutoTokenizer.from_pretrained(minilm_tokenizer_dir())
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=256,
-    )
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder, safe_serialization=True)
-    return folder
+    """A 2-layer random BERT encoder (hidden 32, 256 positions, no pooler) with the MiniLM tokenizer."""
+    return build_bert(folder, hidden_size=32, num_layers=2, max_positions=256, pooler=False)
 
 
 @pytest.fixture(scope="session")
