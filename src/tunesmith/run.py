@@ -217,6 +217,7 @@ class Run:
         """
         if hasattr(self.recipe, "train"):  # recipes with their own loop (RL rollouts): see tunesmith.recipes
             return self.recipe.train(self, resume=resume)
+        from tunesmith.engine.checkpoint import gathered
         from tunesmith.engine.loop import make_accelerator, train
 
         cfg = self.config
@@ -266,30 +267,33 @@ class Run:
             on_eval=on_eval,
         )
         tuned = accelerator.unwrap_model(model)
-        if accelerator.is_main_process:
-            with atomic_dir(self.dir.model) as tmp:
-                tuned = save_model(tuned, cfg.method, tmp)
-                tokenizer.save_pretrained(tmp)
-                if pruned is not None:
-                    write_json(tmp / "prune.json", pruned.to_dict())
-            console.print(
-                f"  {summary.steps} steps, final loss {summary.train_loss:.4f}, "
-                f"{summary.tokens_per_second:,.0f} tokens/s; saved {self.dir.model}"
-            )
-            self.dir.mark_done(
-                "train",
-                {
-                    "steps": summary.steps,
-                    "train_loss": summary.train_loss,
-                    "val_loss": summary.val_loss,
-                    "tokens": summary.tokens,
-                    "seconds": round(summary.seconds, 1),
-                    "trainable_parameters": trainable,
-                    "peak_memory_mb": round(_peak_memory_mb(), 1),
-                    "peak_memory_of": "gpu" if torch.cuda.is_available() else "process",
-                    **({"prune": pruned.to_dict()} if pruned is not None else {}),
-                },
-            )
+        with gathered(tuned.parameters()):  # ZeRO-3 partitions weights: every process gathers, the main one saves
+            if accelerator.is_main_process:
+                with atomic_dir(self.dir.model) as tmp:
+                    tuned = save_model(tuned, cfg.method, tmp)
+                    tokenizer.save_pretrained(tmp)
+                    if pruned is not None:
+                        write_json(tmp / "prune.json", pruned.to_dict())
+                console.print(
+                    f"  {summary.steps} steps, final loss {summary.train_loss:.4f}, "
+                    f"{summary.tokens_per_second:,.0f} tokens/s; saved {self.dir.model}"
+                )
+                self.dir.mark_done(
+                    "train",
+                    {
+                        "steps": summary.steps,
+                        "train_loss": summary.train_loss,
+                        "val_loss": summary.val_loss,
+                        "tokens": summary.tokens,
+                        "seconds": round(summary.seconds, 1),
+                        "trainable_parameters": trainable,
+                        "processes": accelerator.num_processes,
+                        "distributed": str(getattr(accelerator.distributed_type, "value", "NO")),
+                        "peak_memory_mb": round(_peak_memory_mb(), 1),
+                        "peak_memory_of": "gpu" if torch.cuda.is_available() else "process",
+                        **({"prune": pruned.to_dict()} if pruned is not None else {}),
+                    },
+                )
         return tuned
 
     def evaluate(self) -> dict[str, Any]:

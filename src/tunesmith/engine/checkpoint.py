@@ -5,16 +5,19 @@ weights (``trainable.safetensors``), optimizer and scheduler state and every pro
 (``state.pt``), and the step and counters (``trainer_state.json``). The data position needs no state:
 the batches of a step are a pure function of (seed, step), see ``batching.py``.
 
-Weights are gathered correctly under FSDP and ZeRO-3 (``trainable_state``); the optimizer state is saved
-as one process sees it, so checkpoints and resume are for single-process and DDP runs (the engine refuses
-``save_every`` / ``--resume`` under FSDP rather than write a checkpoint it could not restore).
+Weights are gathered correctly under FSDP and ZeRO-3 (``trainable_state``). The optimizer state is saved as
+one process sees it (single process, DDP) or, under DeepSpeed ZeRO, one partition per rank
+(``zero-optimizer-rank-R.pt``). FSDP's sharded optimizer state is not handled: the engine refuses
+``save_every`` / ``--resume`` under FSDP rather than write a checkpoint it could not restore.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import shutil
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,17 +65,34 @@ def checkpoints(root: Path) -> list[tuple[int, Path]]:
 def save_checkpoint(
     root: Path, step: int, model: Any, optimizer: Any, scheduler: Any, accelerator: Any, info: dict[str, Any], keep: int
 ) -> Path:
-    """Write ``root/step-N`` atomically (main process), then drop all but the newest ``keep``. Call on every rank."""
+    """Write ``root/step-N`` atomically (main process), then drop all but the newest ``keep``. Call on every rank.
+
+    Under DeepSpeed each rank holds its own partition of the optimizer state (and the fp32 master weights): every
+    rank writes it to a staging folder, and the main process moves them all in before the one rename that makes
+    the checkpoint complete.
+    """
     from accelerate.utils import gather_object
     from safetensors.torch import save_file
 
     rngs = gather_object([rng_state()]) if accelerator.num_processes > 1 else [rng_state()]
     final = root / f"step-{step}"
     weights = trainable_state(model, accelerator)  # every rank: under FSDP / ZeRO-3 this gathers the shards
+    staging = root / f".step-{step}.ranks"
+    if is_deepspeed(accelerator):
+        staging.mkdir(parents=True, exist_ok=True)
+        part = staging / zero_file(accelerator.process_index)
+        torch.save(optimizer.optimizer.state_dict(), part.with_suffix(".partial"))
+        part.with_suffix(".partial").replace(part)
+        accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with atomic_dir(final) as tmp:
             save_file(weights, str(tmp / WEIGHTS))
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs}
+            state = {"scheduler": scheduler.state_dict(), "rng": rngs}
+            if is_deepspeed(accelerator):
+                for rank in range(accelerator.num_processes):
+                    (staging / zero_file(rank)).replace(tmp / zero_file(rank))
+            else:
+                state["optimizer"] = optimizer.state_dict()
             torch.save(state, tmp / STATE)
             write_json(tmp / INFO, {"step": step, "world_size": accelerator.num_processes, **info})
         stale = [old for _, old in checkpoints(root)[:-keep]] + list(root.glob(".step-*"))  # + saves cut by a kill
@@ -96,31 +116,70 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, acce
     params = dict(trainable_parameters(accelerator.unwrap_model(model)))
     if set(weights) != set(params):
         raise TunesmithError(f"{path}: the checkpoint's weights do not match this model and method; was it changed?")
-    with torch.no_grad():
+    with torch.no_grad(), gathered(params.values(), modifier_rank=0):
         for name, param in params.items():
             param.copy_(weights[name])
     state = torch.load(path / STATE, weights_only=False, map_location="cpu")  # our own file
-    optimizer.load_state_dict(state["optimizer"])
+    if is_deepspeed(accelerator):
+        if not (path / zero_file(accelerator.process_index)).is_file():
+            raise TunesmithError(f"{path} was not saved under DeepSpeed; resume it the way it was launched")
+        part = torch.load(path / zero_file(accelerator.process_index), weights_only=False, map_location="cpu")
+        mine = [part if rank == accelerator.process_index else None for rank in range(accelerator.num_processes)]
+        # the fp32 master weights come from the checkpoint too, not from the (possibly bf16) model weights
+        optimizer.optimizer.load_state_dict(mine, load_optimizer_states=True, load_from_fp32_weights=True)
+    elif "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    else:
+        raise TunesmithError(f"{path} was saved under DeepSpeed; resume it with the same DeepSpeed launch")
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"][accelerator.process_index])
     return Resumed(int(info["step"]), info, path)
 
 
+def is_deepspeed(accelerator: Any) -> bool:
+    return str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type)) == "DEEPSPEED"
+
+
+def zero_file(rank: int) -> str:
+    """One rank's DeepSpeed ZeRO optimizer partition inside a checkpoint."""
+    return f"zero-optimizer-rank-{rank}.pt"
+
+
 def trainable_state(model: Any, accelerator: Any) -> dict[str, torch.Tensor]:
     """The trainable weights as full CPU tensors, on the main process (call on every rank).
 
-    Single-process and DDP: read directly. FSDP and DeepSpeed ZeRO-3 shard parameters across processes, so the
-    full state dict is gathered with ``accelerator.get_state_dict`` (a collective) and filtered to the
-    trainable names.
+    Single-process, DDP and ZeRO-1/2: read directly. DeepSpeed ZeRO-3 partitions each parameter: the trainable
+    ones are gathered (a collective). FSDP shards them: the full state dict is gathered with
+    ``accelerator.get_state_dict`` (a collective) and filtered to the trainable names.
     """
     inner = accelerator.unwrap_model(model)
     names = [n for n, _ in trainable_parameters(inner)]
     kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
-    if kind in ("FSDP", "DEEPSPEED"):
+    if kind == "FSDP":
         full = accelerator.get_state_dict(model)
         return {n: full[n].detach().cpu().contiguous() for n in names if n in full} if full else {}
-    return {n: p.detach().cpu().contiguous() for n, p in trainable_parameters(inner)}
+    params = trainable_parameters(inner)
+    with gathered(p for _, p in params):  # ZeRO-3: only the trainable weights, not the whole model
+        # a gathered weight is freed on exit: copy it; any other is read in place
+        return {n: (p.clone() if hasattr(p, "ds_id") else p).detach().cpu().contiguous() for n, p in params}
 
 
 def trainable_parameters(model: Any) -> list[tuple[str, torch.Tensor]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+@contextlib.contextmanager
+def gathered(params: Iterable[torch.Tensor], modifier_rank: int | None = None) -> Iterator[None]:
+    """While active, DeepSpeed ZeRO-3 parameters are whole on every process (enter on every process); a no-op for
+    parameters that are not partitioned (single process, DDP, ZeRO-1/2).
+
+    With ``modifier_rank``, what that process writes into them is kept (and partitioned again) on exit.
+    """
+    partitioned = [p for p in params if hasattr(p, "ds_id")]
+    if not partitioned:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=modifier_rank):
+        yield

@@ -51,7 +51,11 @@ def fast_path_possible(model: Any, label_smoothing: float = 0.0) -> bool:
     if any(getattr(config, name, None) not in (None, 1, 1.0) for name in _LOGIT_POSTPROCESSING):
         return False
     get_head = getattr(inner, "get_output_embeddings", None)
-    return callable(get_head) and isinstance(get_head(), torch.nn.Module)
+    if not (callable(get_head) and isinstance(head := get_head(), torch.nn.Module)):
+        return False
+    # DeepSpeed ZeRO-3 partitions parameters (they carry ``ds_id``) and gathers them only inside the module's own
+    # forward, so the head's weight cannot be used directly here: take the full logits instead.
+    return not any(hasattr(p, "ds_id") for p in head.parameters())
 
 
 @contextlib.contextmanager

@@ -23,7 +23,15 @@ import torch
 
 from tunesmith.config import TrainingConfig
 from tunesmith.engine.batching import step_micro_batches, total_steps
-from tunesmith.engine.checkpoint import checkpoints, load_checkpoint, save_checkpoint, trainable_parameters
+from tunesmith.engine.checkpoint import (
+    checkpoints,
+    gathered,
+    is_deepspeed,
+    load_checkpoint,
+    save_checkpoint,
+    trainable_parameters,
+    trainable_state,
+)
 from tunesmith.engine.memory import (
     OutOfMemory,
     example_length,
@@ -75,9 +83,16 @@ def make_accelerator(precision: str) -> Any:
 
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    # On a machine without an accelerator, cpu=True is what makes `accelerate launch` processes form a gloo group.
     cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
-    accelerator = Accelerator(mixed_precision="no" if precision == "fp32" else precision, cpu=cpu)
+    mixed_precision = "no" if precision == "fp32" else precision
+    if cpu and _launched_with("DEEPSPEED"):
+        # cpu=True would turn a DeepSpeed launch into plain DDP. Without it, DeepSpeed's own CPU accelerator runs
+        # it, but accelerate only counts the processes of a group whose backend it was told: gloo.
+        from accelerate.utils import InitProcessGroupKwargs
+
+        return Accelerator(mixed_precision=mixed_precision, kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")])
+    # On a machine without an accelerator, cpu=True is what makes `accelerate launch` processes form a gloo group.
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu)
     note = sharding_note(cpu)
     if note and accelerator.is_main_process:
         print(note, file=sys.stderr)
@@ -85,18 +100,32 @@ def make_accelerator(precision: str) -> Any:
 
 
 def sharding_note(cpu: bool) -> str | None:
-    """What to tell a user who launched with an FSDP or DeepSpeed config on a machine without GPUs.
+    """What to tell a user who launched with an FSDP config on a machine without GPUs.
 
-    accelerate forms FSDP and DeepSpeed groups on GPUs only; with ``cpu=True`` it runs such a launch as plain
-    DDP (every process holds the whole model), which trains correctly but shards nothing.
+    accelerate forms FSDP groups on GPUs only; with ``cpu=True`` it runs such a launch as plain DDP (every
+    process holds the whole model), which trains correctly but shards nothing.
     """
-    sharded = [name for name in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true"]
-    if not (cpu and sharded):
+    if not (cpu and _launched_with("FSDP")):
         return None
     return (
-        f"note: {sharded[0]} needs GPUs; on this CPU-only machine accelerate runs the launch as DDP "
+        "note: FSDP needs GPUs; on this CPU-only machine accelerate runs the launch as DDP "
         "(every process holds the whole model and optimizer state)"
     )
+
+
+def _launched_with(kind: str) -> bool:
+    """Whether `accelerate launch` was given a config of this distributed type (it exports ACCELERATE_USE_*)."""
+    return os.environ.get(f"ACCELERATE_USE_{kind}", "false").lower() in ("1", "true", "yes")
+
+
+def configure_deepspeed(accelerator: Any, cfg: TrainingConfig) -> None:
+    """Fill the DeepSpeed config from ours before ``prepare``: one micro-batch per engine step (the loop does
+    the accumulation and the loss normalisation itself) and clipping at training.max_grad_norm."""
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
+    ds["gradient_accumulation_steps"] = 1
+    ds.pop("train_batch_size", None)  # DeepSpeed derives it from the two above and the world size
+    ds["gradient_clipping"] = float(cfg.max_grad_norm or 0.0)
 
 
 @contextlib.contextmanager
@@ -254,6 +283,9 @@ def _train(
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, n_steps)
     # The scheduler is stepped by us, once per optimizer step: accelerate's wrapper would step it once per process.
+    # Under DeepSpeed it still sets the learning rate: ZeRO keeps our optimizer (and its param_groups) inside.
+    if is_deepspeed(accelerator):
+        configure_deepspeed(accelerator, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
@@ -263,8 +295,13 @@ def _train(
     progress = StepProgress(n_steps, enabled=accelerator.is_main_process)
     trackers = Trackers(cfg, metrics_path, accelerator.is_main_process)
     micro = _micro_batch_size(model, train_examples, fns, cfg, accelerator, trainable)
+    deepspeed = is_deepspeed(accelerator)
     # A CPU gains nothing from computing rows together, and padding is computed work: one packed row at a time.
-    row_wise = cfg.micro_batch_size is None and accelerator.device.type == "cpu"
+    # Not under DeepSpeed: every rank must run the same number of forward and backward passes (see below).
+    row_wise = cfg.micro_batch_size is None and accelerator.device.type == "cpu" and not deepspeed
+    # ZeRO-2 reduces gradients in every backward and ZeRO-3 gathers weights in every forward, both collectives:
+    # a rank whose share of a short last step is smaller runs real passes on this example, with zero weight.
+    filler = fns.collate([train_examples[0]]) if deepspeed else None
     started, elapsed_before = time.perf_counter(), state.elapsed
     loss_value, val_loss = float("nan"), None
     model.train()
@@ -279,11 +316,12 @@ def _train(
             rank=rank,
         )
         while True:
-            pieces = [piece for idx in micro_batches for piece in split(idx, micro)]
+            pad_to = cfg.batch_size if deepspeed else 0
+            pieces = [piece for idx in micro_batches for piece in split(idx, micro, pad_to)]
             batches = [fns.collate([train_examples[i] for i in idx]) if idx else None for idx in pieces]
             if row_wise:
                 batches = [row for b in batches for row in (split_rows(b) if b is not None else [None])]
-            result = _guard_oom(lambda: backward_window(model, batches, fns, accelerator, trainable))  # noqa: B023
+            result = _guard_oom(lambda: backward_window(model, batches, fns, accelerator, trainable, filler))  # noqa: B023
             if result is not None:
                 break
             optimizer.zero_grad(set_to_none=True)
@@ -298,8 +336,15 @@ def _train(
         state.tokens += window_tokens
         grad_norm = None
         if math.isfinite(loss_value) and cfg.max_grad_norm:
-            grad_norm = float(accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm))
+            # Under DeepSpeed the engine clipped (and stepped) inside the last backward; this reads its norm.
+            norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            grad_norm = float(norm) if norm is not None else None
         good = math.isfinite(loss_value) and (grad_norm is None or math.isfinite(grad_norm))
+        if deepspeed and not good:  # DeepSpeed stepped inside backward: there is no skipping a step
+            raise TrainingError(
+                f"step {step + 1}: non-finite gradient norm ({grad_norm}) under DeepSpeed, which steps inside "
+                f"backward; {_kept(state)}.\n  fix: lower training.learning_rate or use training.precision fp32"
+            )
         if good:
             if _guard_oom(optimizer.step) is None:  # the optimizer state is allocated at the first step
                 raise OutOfMemory(oom_message(cfg, None, f"in the optimizer step {step + 1}"))
@@ -363,7 +408,7 @@ def _micro_batch_size(
     """training.micro_batch_size as a number; ``auto`` tries the longest examples on the GPU (batch_size on CPU)."""
     if cfg.micro_batch_size != "auto":
         return cfg.micro_batch_size
-    if accelerator.device.type != "cuda":
+    if accelerator.device.type != "cuda" or is_deepspeed(accelerator):  # a DeepSpeed probe would step the optimizer
         return cfg.batch_size
     lengths = [example_length(e) for e in examples]
 
@@ -462,17 +507,11 @@ def _metrics_row(state: _TrainState, loss: float, lr: float, targets: int, grad_
 def check_distributed(accelerator: Any, checkpointing: bool) -> None:
     """Refuse setups the engine does not handle correctly yet, rather than train them wrongly."""
     kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
-    if kind == "DEEPSPEED":
-        # DeepSpeed steps and divides the loss by its own accumulation count inside backward(), which would
-        # break the engine's token normalisation over the whole window; not verified yet, so refused.
-        raise TrainingError(
-            "DeepSpeed is not supported by the tunesmith engine yet (its internal gradient accumulation would "
-            "change the loss normalisation); use configs/accelerate/ddp.yaml or fsdp.yaml"
-        )
     if kind == "FSDP" and checkpointing:
         raise TrainingError(
-            "training.save_every and --resume support single-process and DDP runs; under FSDP the optimizer is "
-            "sharded. Remove training.save_every (the final model is still saved) or use DDP"
+            "training.save_every and --resume support single-process, DDP and DeepSpeed runs; under FSDP the "
+            "optimizer is sharded. Remove training.save_every (the final model is still saved), or use DDP or "
+            "DeepSpeed ZeRO (configs/accelerate/deepspeed-zero3.yaml shards like FSDP)"
         )
 
 
@@ -490,8 +529,7 @@ class EarlyStopping:
             return False
         if val_loss < self.best:
             self.best, self.best_step, self.waited = val_loss, step, 0
-            inner = accelerator.unwrap_model(model)
-            self.weights = {n: p.detach().cpu().clone() for n, p in trainable_parameters(inner)}
+            self.weights = {n: w.clone() for n, w in trainable_state(model, accelerator).items()}
             if folder is not None and accelerator.is_main_process:
                 from safetensors.torch import save_file
 
@@ -518,8 +556,9 @@ class EarlyStopping:
         """Put the best weights back into the model; return the validation loss that goes with them."""
         if not self.patience or self.weights is None:
             return val_loss
-        with torch.no_grad():
-            for name, param in trainable_parameters(accelerator.unwrap_model(model)):
+        params = trainable_parameters(accelerator.unwrap_model(model))
+        with torch.no_grad(), gathered((p for _, p in params), modifier_rank=0):
+            for name, param in params:
                 param.copy_(self.weights[name].to(param.device))
         return self.best
 
@@ -541,13 +580,16 @@ def _check_bad_steps(state: _TrainState, step: int, loss: float, cfg: TrainingCo
         print(f"step {step + 1}: non-finite loss or gradient ({loss}); skipped, no update", file=sys.stderr)
     if state.bad_steps <= cfg.max_bad_steps:
         return
-    last = state.last_checkpoint
-    kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved"
     raise TrainingError(
         f"training stopped at step {step + 1}: {state.bad_steps} steps had a non-finite loss or gradient, more than "
-        f"training.max_bad_steps={cfg.max_bad_steps}; {kept}.\n"
+        f"training.max_bad_steps={cfg.max_bad_steps}; {_kept(state)}.\n"
         "  fix: lower training.learning_rate, keep training.max_grad_norm set, use precision fp32, or check the data"
     )
+
+
+def _kept(state: _TrainState) -> str:
+    last = state.last_checkpoint
+    return f"the last good checkpoint is {last}" if last else "no checkpoint was saved"
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -558,29 +600,41 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def backward_window(
-    model: Any, batches: Sequence[Batch | None], fns: TaskFns, accelerator: Any, trainable: list[torch.Tensor]
+    model: Any,
+    batches: Sequence[Batch | None],
+    fns: TaskFns,
+    accelerator: Any,
+    trainable: list[torch.Tensor],
+    filler: Batch | None = None,
 ) -> tuple[float, int, int]:
     """Accumulate the gradients of one optimizer step; return (mean loss per target, targets, tokens), all global.
 
     Each micro-batch's summed loss is divided by the targets of the whole window on all processes (times
-    the process count, since DDP averages gradients), so the result equals one big batch's gradient.
+    the process count, since DDP and DeepSpeed average gradients), so the result equals one big batch's gradient.
+    An empty micro-batch contributes zero gradient; with ``filler`` it still runs a real forward and backward
+    (on the filler batch), which DeepSpeed's collectives need.
     """
     world = accelerator.num_processes
+    deepspeed = is_deepspeed(accelerator)
     local_targets = sum(fns.count_targets(b) for b in batches if b is not None)
     window_targets = int(_global_sum(accelerator, local_targets))
     loss_total = torch.zeros((), device=accelerator.device)
     tokens = 0
     for position, batch in enumerate(batches):
-        with _maybe_no_sync(accelerator, model, sync=position == len(batches) - 1):
-            if batch is None or window_targets == 0:
-                # Keeps every rank's backward count equal; contributes zero gradient.
-                loss = sum(p.sum() for p in trainable) * 0.0
-            else:
+        last = position == len(batches) - 1
+        with _maybe_no_sync(accelerator, model, sync=last):
+            if batch is not None and window_targets > 0:
                 batch = to_device(batch, model, accelerator)
                 loss_sum, _ = fns.loss(model, batch)
                 loss_total += loss_sum.detach()
                 tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
                 loss = loss_sum * world / window_targets
+            elif filler is None:  # keeps every rank's backward count equal
+                loss = sum(p.sum() for p in trainable) * 0.0
+            else:
+                loss = fns.loss(model, to_device(batch or filler, model, accelerator))[0] * 0.0
+            if deepspeed and last:
+                _stop_if_not_finite(accelerator, loss_total, window_targets)
             accelerator.backward(loss)
     totals = _global_sum(accelerator, torch.stack([loss_total, torch.tensor(float(tokens), device=loss_total.device)]))
     return float(totals[0]) / max(window_targets, 1), window_targets, int(totals[1])
@@ -590,15 +644,19 @@ def backward_window(
 def evaluate_loss(model: Any, examples: Sequence[Any], fns: TaskFns, batch_size: int, accelerator: Any) -> float:
     """Mean loss per target over ``examples`` (each process takes an interleaved share)."""
     model.eval()
-    mine = list(range(accelerator.process_index, len(examples), accelerator.num_processes))
+    world = accelerator.num_processes
+    mine = list(range(accelerator.process_index, len(examples), world))
     total = torch.zeros((), device=accelerator.device)
     count = 0
-    for start in range(0, len(mine), batch_size):
-        batch = fns.collate([examples[i] for i in mine[start : start + batch_size]])
-        batch = to_device(batch, model, accelerator)
+    # Under DeepSpeed every rank runs the same number of forwards (ZeRO-3 gathers weights in each one).
+    longest_share = math.ceil(len(examples) / world) if is_deepspeed(accelerator) else 0
+    for start in range(0, max(len(mine), longest_share), batch_size):
+        indices = mine[start : start + batch_size]
+        batch = to_device(fns.collate([examples[i] for i in indices or [0]]), model, accelerator)
         loss_sum, n = fns.loss(model, batch)
-        total += loss_sum.detach()
-        count += n
+        if indices:
+            total += loss_sum.detach()
+            count += n
     return float(_global_sum(accelerator, total)) / max(int(_global_sum(accelerator, count)), 1)
 
 
@@ -616,5 +674,32 @@ def _global_sum(accelerator: Any, value: float | int | torch.Tensor) -> torch.Te
 
 
 def _maybe_no_sync(accelerator: Any, model: Any, sync: bool) -> Any:
-    """Skip the gradient all-reduce on all but the last micro-batch of a window."""
-    return contextlib.nullcontext() if sync else accelerator.no_sync(model)
+    """Skip the gradient all-reduce on all but the last micro-batch of a window.
+
+    DeepSpeed ZeRO-2/3 refuses ``no_sync``; there the gradient state says "not a boundary", so the engine
+    accumulates and reduces/steps only at the last micro-batch's backward.
+    """
+    if sync:
+        return contextlib.nullcontext()
+    return _not_a_boundary(accelerator) if is_deepspeed(accelerator) else accelerator.no_sync(model)
+
+
+@contextlib.contextmanager
+def _not_a_boundary(accelerator: Any) -> Iterator[None]:
+    # what accelerate's own `accumulate` does between boundaries; DeepSpeed reads it in `accelerator.backward`
+    accelerator.gradient_state._set_sync_gradients(False)
+    try:
+        yield
+    finally:
+        accelerator.gradient_state._set_sync_gradients(True)
+
+
+def _stop_if_not_finite(accelerator: Any, loss_total: torch.Tensor, window_targets: int) -> None:
+    """DeepSpeed steps inside the last backward, so a non-finite step cannot be skipped: stop before it."""
+    total = float(_global_sum(accelerator, loss_total))
+    if not math.isfinite(total):
+        raise TrainingError(
+            f"non-finite loss ({total / max(window_targets, 1)}) under DeepSpeed, which steps inside backward and "
+            "cannot skip a step; the weights were not changed by it. Lower training.learning_rate or use "
+            "training.precision fp32"
+        )

@@ -66,11 +66,18 @@ def find_micro_batch(fits: Callable[[int], None], largest: int) -> int:
     return low
 
 
-def split(indices: Sequence[int], size: int | None) -> list[list[int]]:
-    """Pieces of at most ``size`` examples (all of them in one piece when size is None)."""
+def split(indices: Sequence[int], size: int | None, pad_to: int = 0) -> list[list[int]]:
+    """Pieces of at most ``size`` examples (all of them in one piece when size is None).
+
+    With ``pad_to``, empty pieces are appended up to the number a list of ``pad_to`` indices would give, so
+    the count does not depend on how many indices this rank got.
+    """
     if not size or len(indices) <= size:
-        return [list(indices)]
-    return [list(indices[i : i + size]) for i in range(0, len(indices), size)]
+        pieces = [list(indices)]
+    else:
+        pieces = [list(indices[i : i + size]) for i in range(0, len(indices), size)]
+    wanted = -(-pad_to // size) if size and pad_to else 1 if pad_to else 0
+    return pieces + [[] for _ in range(wanted - len(pieces))]
 
 
 def longest_first(lengths: Sequence[int], n: int) -> list[int]:
