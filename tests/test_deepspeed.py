@@ -37,13 +37,14 @@ def test_deepspeed_matches_one_process_and_resumes_exactly(stage: int, tiny_mode
     """The shipped ZeRO config, two processes on a CPU machine: the same losses, learning rates, gradient norms and
     final adapter as one process; killed after step 2 and resumed, the same adapter bit for bit.
 
-    About 27 examples with 8 per step make step 4 short: one rank's micro-batch is empty and must still run a forward
-    and backward (ZeRO's collectives), contributing nothing. Steps 5-6 start the second epoch.
+    About 27 training examples with 8 per step make step 4 short: one rank's micro-batch is empty and must still
+    run a forward and backward (ZeRO's collectives), contributing nothing; the 5 validation examples split 3 and 2.
+    Steps 5-6 start the second epoch.
     """
     config = write_tiny_config(
         tmp_path,
         tiny_model_dir,
-        data={"train_rows": 29},
+        data={"train_rows": 29, "validation_fraction": 0.2, "validation_rows": 5},
         method={"lora": {"dropout": 0.0}},  # ranks draw different dropout noise; the comparison is arithmetic
         training={
             "max_steps": 6,
@@ -53,6 +54,8 @@ def test_deepspeed_matches_one_process_and_resumes_exactly(stage: int, tiny_mode
             "warmup_ratio": 0.5,
             "save_every": 2,
             "keep_checkpoints": 5,
+            "eval_every": 2,  # validation on both ranks; the best weights are gathered, kept and restored
+            "early_stopping_patience": 3,
         },
         eval={"enabled": False},
     )
@@ -74,6 +77,8 @@ def test_deepspeed_matches_one_process_and_resumes_exactly(stage: int, tiny_mode
         assert abs(a["loss"] - b["loss"]) <= 1e-5, (a, b)
         assert a["lr"] == pytest.approx(b["lr"])
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+        assert a.get("val_loss") == pytest.approx(b.get("val_loss"), abs=1e-5)
+    assert sum("val_loss" in r for r in two) == 3
     single, straight = _adapter(runs / "single"), _adapter(run)
     assert single.keys() == straight.keys() and single
     for name, weight in single.items():
