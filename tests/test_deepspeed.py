@@ -101,3 +101,26 @@ def test_deepspeed_matches_one_process_and_resumes_exactly(stage: int, tiny_mode
     assert _metrics(run) == [
         {**r, **{k: _metrics(run)[i][k] for k in ("tokens_per_s", "elapsed_s")}} for i, r in enumerate(two)
     ]
+
+
+def test_zero3_full_fine_tuning_saves_every_weight_whole(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """ZeRO-3 partitions every weight; the saved model must hold them gathered, equal to one process's."""
+    config = write_tiny_config(
+        tmp_path,
+        tiny_model_dir,
+        method={"name": "full"},
+        training={"max_steps": 3, "batch_size": 2, "learning_rate": 1e-4},
+        eval={"enabled": False},
+    )
+    tunesmith = str(Path(sys.executable).with_name("tunesmith"))
+    _run([tunesmith, "train", str(config), "--set", "training.batch_size=4", "--set", "output.name=single"], tmp_path)
+    _run([tunesmith, "prepare", str(config)], tmp_path)
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    zero3 = REPO / "configs" / "accelerate" / "deepspeed-zero3.yaml"
+    launch = [accelerate, "launch", "--config_file", str(zero3), "--num_processes", "2"]
+    _run([*launch, "--main_process_port", str(free_port()), "-m", "tunesmith.cli", "train", str(config)], tmp_path)
+    single, double = (load_file(tmp_path / "runs" / n / "model" / "model.safetensors") for n in ("single", "tiny"))
+    assert single.keys() == double.keys() and single
+    for name, weight in single.items():
+        assert weight.shape == double[name].shape and weight.numel() > 0, name
+        assert torch.allclose(weight, double[name], atol=1e-5, rtol=0), name
