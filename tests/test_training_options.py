@@ -303,3 +303,17 @@ def test_cpu_training_returns_freed_memory_after_each_layer_without_changing_gra
         trimmed = grads()
     assert all(torch.equal(a, b) for a, b in zip(plain, trimmed, strict=True))
     assert all(not layer._forward_hooks for layer in decoder_layers(model))  # removed when training ends
+
+
+def test_training_builds_no_kv_cache_and_generation_keeps_it(tiny_model_dir: Path) -> None:
+    """transformers fills a key/value cache in every forward by default; training never reads one."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = apply_method(AutoModelForCausalLM.from_pretrained(tiny_model_dir), MethodConfig(name="lora"))
+    caches: list = []
+    model.get_base_model().register_forward_hook(lambda _m, _a, out: caches.append(out.past_key_values))
+    cfg = TrainingConfig(max_steps=1, batch_size=4)
+    train(model, sst2_examples(tokenizer, 4), sft.task_fns(tokenizer, 128), cfg, accelerator=Accelerator(cpu=True))
+    assert caches and all(cache is None for cache in caches)
+    assert model.config.use_cache  # restored: generation after training still caches
+    model(torch.tensor([[5, 6, 7]]))
+    assert caches[-1] is not None

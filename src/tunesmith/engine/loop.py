@@ -230,7 +230,7 @@ def train(
     attention_before = attention_implementation(model)
     prepare_model(model, cfg)
     try:
-        with neftune(model, cfg.neftune_alpha), release_freed_cpu_memory(model):
+        with neftune(model, cfg.neftune_alpha), release_freed_cpu_memory(model), no_kv_cache(model):
             return _train(
                 model,
                 train_examples,
@@ -247,6 +247,21 @@ def train(
         from tunesmith.engine.model_options import choose_attention
 
         choose_attention(model, attention_before, packing=False)
+
+
+@contextlib.contextmanager
+def no_kv_cache(model: Any) -> Iterator[None]:
+    """No key/value cache while training: transformers builds one in every forward when ``config.use_cache`` is
+    on (the default), which training never reads (and which makes a compiled decoder layer recompile)."""
+    config = getattr(model, "config", None)
+    before = getattr(config, "use_cache", None)
+    if before:
+        config.use_cache = False
+    try:
+        yield
+    finally:
+        if before:
+            config.use_cache = before
 
 
 def prepare_model(model: Any, cfg: TrainingConfig) -> None:
