@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,63 @@ def test_programmatic_rewards_by_name() -> None:
         build_reward(RlConfig(reward=["no_such_reward"]))
     with pytest.raises(ConfigError, match="cannot load"):
         build_reward(RlConfig(reward=["tests.test_grpo:missing"]))
+
+
+@pytest.mark.parametrize(
+    ("task", "rl"),
+    [
+        ("grpo", {"kl_coef": 0.02, "num_generations": 4}),
+        ("ppo", {"kl_coef": 0.02, "num_generations": 4, "target_kl": 2.0, "kl_horizon": 64}),
+    ],
+)
+def test_a_killed_rl_run_resumes_to_the_same_model(
+    task: str, rl: dict, word_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tunesmith train --resume` restores weights, optimizer, scheduler, RNG (sampling, LoRA dropout), prompt order,
+    and ppo's value head and adaptive KL coefficient: the model equals that of the run never interrupted."""
+    from safetensors.torch import load_file
+
+    from tests.conftest import run_cli
+    from tunesmith.engine.checkpoint import checkpoints
+    from tunesmith.errors import TunesmithError
+    from tunesmith.io import RunDir
+
+    path = toy_config(tmp_path, word_model_dir, task, 4, **rl)
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["method"]["lora"]["dropout"] = 0.1  # dropout draws from the RNG that sampling draws from
+    config["training"] |= {"save_every": 2}
+    config["eval"] = {"enabled": False}
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    run = Run.from_file(path)
+    run.prepare()
+    run.train()
+    resumed = run.dir
+    assert [step for step, _ in checkpoints(resumed.checkpoints)] == [2, 4]
+    straight = RunDir(tmp_path / "straight")  # the uninterrupted run, kept aside
+    shutil.copytree(resumed.root, straight.root)
+    # Make it look killed between step 2's checkpoint and the end (after step 4 was logged).
+    shutil.rmtree(resumed.checkpoints / "step-4")
+    shutil.rmtree(resumed.model)
+    resumed.clear_from(["train"])
+    assert len(resumed.metrics.read_text(encoding="utf-8").splitlines()) == 4
+    with pytest.raises(TunesmithError, match="unfinished training run"):  # no --resume: not silently redone
+        Run.from_file(path).train()
+    if task == "ppo":  # the CLI in a fresh process, as after a kill (grpo resumes in this one: it saves ~10 s)
+        monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[1]))  # the reward lives in tests.test_grpo
+        result = run_cli("train", str(path), "--resume")
+        assert result.returncode == 0, result.stderr
+        assert "continuing from step 2" in result.stderr
+    else:
+        Run.from_file(path).train(resume=True)
+
+    files = ["adapter_model.safetensors"] + (["value_head.safetensors"] if task == "ppo" else [])
+    for file in files:
+        ours, reference = load_file(resumed.model / file), load_file(straight.model / file)
+        assert ours.keys() == reference.keys() and ours
+        assert all(torch.equal(ours[k], reference[k]) for k in reference), file
+
+    def rows(run_dir: RunDir) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in map(json.loads, run_dir.metrics.open())]
+
+    assert rows(resumed) == rows(straight) and len(rows(straight)) == 4
+    assert resumed.read_state()["stages"]["train"]["tokens"] == straight.read_state()["stages"]["train"]["tokens"]

@@ -216,6 +216,7 @@ class Run:
         each validation (a sweep's pruner; it may raise to stop the run).
         """
         if hasattr(self.recipe, "train"):  # recipes with their own loop (RL rollouts): see tunesmith.recipes
+            self._check_checkpoints(resume)
             return self.recipe.train(self, resume=resume)
         from tunesmith.engine.checkpoint import gathered
         from tunesmith.engine.loop import make_accelerator, train

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from rich.console import Console
 
 from tunesmith.config import RunConfig
 from tunesmith.errors import ConfigError
@@ -67,25 +66,26 @@ def grpo_loss(
 
 
 def train(run: Any, resume: bool = False) -> Any:
-    """The GRPO loop; writes metrics.jsonl (reward, KL, entropy, loss per step) and the trained model."""
+    """The GRPO loop; writes metrics.jsonl (reward, KL, entropy, loss per step), checkpoints every
+    ``training.save_every`` steps (``resume`` continues from the newest) and the trained model."""
     from tunesmith.engine.progress import StepProgress
 
     cfg: RunConfig = run.config
     rl = cfg.task.rl
-    if resume:
-        Console(stderr=True).print(f"[yellow]grpo: --resume is not supported; training {run.dir.root} anew[/]")
     if rl.num_generations < 2:
         raise ConfigError(
             "task.rl.num_generations is 1: grpo compares completions within a group of samples per prompt.\n"
             "  fix: set task.rl.num_generations to 2 or more (4-16 is usual)"
         )
-    setup = Setup(run)
+    setup = Setup(run, resume)
     setup.build_optimizer(rl.update_epochs)
     reward = build_reward(rl)
     copy = reference_copy(run, setup.model)
     G = rl.num_generations
+    done = setup.restore()  # last of all before the loop: it sets the RNG states
+    train_loss = done.get("train_loss")
     progress = StepProgress(setup.steps)
-    for step in range(setup.steps):
+    for step in range(done["step"], setup.steps):
         prompts = setup.next_prompts()
         rollout = rl_common.sample(setup.model, setup.tokenizer, prompts, rl, G)
         scores = reward([p.messages for p in rollout.prompts], rollout.texts, [p.reference for p in rollout.prompts])
@@ -114,14 +114,13 @@ def train(run: Any, resume: bool = False) -> Any:
                 **({"grad_norm": grad_norm} if grad_norm is not None else {}),
             }
         )
+        train_loss = float(loss.detach())
         progress.update(
-            step + 1,
-            loss=float(loss.detach()),
-            lr=setup.scheduler.get_last_lr()[0],
-            tokens_per_s=setup.tokens_per_second,
+            step + 1, loss=train_loss, lr=setup.scheduler.get_last_lr()[0], tokens_per_s=setup.tokens_per_second
         )
+        setup.checkpoint(step + 1, {"train_loss": train_loss})
     progress.close()
-    return setup.save(info={"train_loss": float(loss.detach())})
+    return setup.save(info={"train_loss": train_loss})
 
 
 def evaluate_run(run: Any, split: str = "test", chats: list[Any] | None = None, out_dir: Any = None) -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from rich.console import Console
 
 from tunesmith.config import RlConfig, RunConfig
 from tunesmith.recipes import rl_common
@@ -98,14 +97,13 @@ def ppo_losses(
 
 
 def train(run: Any, resume: bool = False) -> Any:
-    """The PPO loop; writes metrics.jsonl (reward, KL, KL coefficient, entropy, value loss per step)."""
+    """The PPO loop; writes metrics.jsonl (reward, KL, KL coefficient, entropy, value loss per step), checkpoints
+    every ``training.save_every`` steps (``resume`` continues from the newest) and the model and value head."""
     from tunesmith.engine.progress import StepProgress
 
     cfg: RunConfig = run.config
     rl = cfg.task.rl
-    if resume:
-        Console(stderr=True).print(f"[yellow]ppo: --resume is not supported; training {run.dir.root} anew[/]")
-    setup = Setup(run)
+    setup = Setup(run, resume)
     hidden = rl_common.unwrap(setup.model).config.get_text_config().hidden_size
     value_head = torch.nn.Linear(hidden, 1)
     torch.nn.init.zeros_(value_head.weight)
@@ -114,8 +112,11 @@ def train(run: Any, resume: bool = False) -> Any:
     reward = build_reward(rl)
     copy = reference_copy(run, setup.model)
     kl_ctl = AdaptiveKL(rl)
+    done = setup.restore()  # last of all before the loop: it sets the RNG states
+    kl_ctl.value = done.get("kl_coef", kl_ctl.value)
+    train_loss = done.get("train_loss")
     progress = StepProgress(setup.steps)
-    for step in range(setup.steps):
+    for step in range(done["step"], setup.steps):
         rollout = rl_common.sample(setup.model, setup.tokenizer, setup.next_prompts(), rl, rl.num_generations)
         scores = reward([p.messages for p in rollout.prompts], rollout.texts, [p.reference for p in rollout.prompts])
         score = torch.tensor(scores, dtype=torch.float32, device=setup.device)
@@ -153,15 +154,14 @@ def train(run: Any, resume: bool = False) -> Any:
             }
         )
         kl_ctl.update(kl, len(rollout.texts))
+        train_loss = float(policy_loss.detach())
         progress.update(
-            step + 1,
-            loss=float(policy_loss.detach()),
-            lr=setup.scheduler.get_last_lr()[0],
-            tokens_per_s=setup.tokens_per_second,
+            step + 1, loss=train_loss, lr=setup.scheduler.get_last_lr()[0], tokens_per_s=setup.tokens_per_second
         )
+        setup.checkpoint(step + 1, {"kl_coef": kl_ctl.value, "train_loss": train_loss})  # the value head is in it
     progress.close()
     head = {"weight": value_head.weight, "bias": value_head.bias}
-    return setup.save({"value_head.safetensors": head}, info={"train_loss": float(policy_loss.detach())})
+    return setup.save({"value_head.safetensors": head}, info={"train_loss": train_loss})
 
 
 def evaluate_run(run: Any, split: str = "test", chats: list[Any] | None = None, out_dir: Any = None) -> dict:

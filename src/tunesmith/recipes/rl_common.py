@@ -1,5 +1,5 @@
 """Pieces shared by the RL recipes (ppo, grpo): prompts, sampled rollouts, per-token log-probabilities, the
-reference model, and the training-stage setup and save that ``Run.train`` would otherwise do."""
+reference model, and the training-stage setup, checkpoints, resume and save that ``Run.train`` would otherwise do."""
 
 from __future__ import annotations
 
@@ -152,9 +152,10 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 class Setup:
     """What ``Run.train`` prepares before its loop: tokenizer, prompts, model with the method applied, accelerator,
-    optimizer and scheduler; ``save`` writes the trained model and marks the stage done."""
+    optimizer and scheduler; ``checkpoint`` / ``restore`` save and resume the loop; ``save`` writes the trained
+    model and marks the stage done."""
 
-    def __init__(self, run: Any) -> None:
+    def __init__(self, run: Any, resume: bool = False) -> None:
         from tunesmith.data.records import record_from_dict
         from tunesmith.data.render import ensure_chat_template
         from tunesmith.engine.loop import make_accelerator
@@ -174,6 +175,7 @@ class Setup:
         torch.manual_seed(cfg.training.seed)
         model = run.recipe.load_model(cfg, resolved, quantization_config(cfg.method))
         self.model = apply_method(model, cfg.method, tokenizer_path=resolved.location, task_type="CAUSAL_LM")
+        self.model.train()  # throughout, so every step (a resumed run's first too) scores its rollouts alike
         self.trainable, self.total = count_parameters(self.model)
         t = cfg.training
         self.steps = t.max_steps or max(1, int(t.epochs * len(self.prompts) / t.batch_size))
@@ -183,16 +185,60 @@ class Setup:
         self.generator = torch.Generator().manual_seed(t.seed)
         self.order: list[int] = []
         self.tokens = 0  # prompt + completion tokens of the rollouts trained on
-        run.dir.metrics.unlink(missing_ok=True)
+        self.resume = resume
+        if not resume:
+            run.dir.metrics.unlink(missing_ok=True)
 
     def build_optimizer(self, updates_per_step: int, extra: Sequence[torch.nn.Module] = ()) -> None:
         """AdamW and the schedule over every update of the run, on the model's and ``extra`` trainable weights."""
         from tunesmith.engine.loop import build_optimizer, build_scheduler
 
         holder = torch.nn.ModuleList([self.model, *extra]).to(self.device)
+        self.holder = holder  # what a checkpoint saves: the policy's trainable weights and ``extra`` (a value head)
         self.optimizer = build_optimizer(holder, self.cfg.training)
         self.scheduler = build_scheduler(self.optimizer, self.cfg.training, self.steps * updates_per_step)
         self.params = [p for p in holder.parameters() if p.requires_grad]
+
+    def checkpoint(self, step: int, info: dict[str, Any] | None = None) -> None:
+        """Every ``training.save_every`` steps, ``checkpoints/step-N`` (the engine's layout and retention): the
+        trainable weights of the policy and value head, optimizer, scheduler, RNG states, and ``info``."""
+        from tunesmith.engine.checkpoint import save_checkpoint
+
+        t = self.cfg.training
+        if t.save_every and step % t.save_every == 0:
+            elapsed = round(time.perf_counter() - self.started, 2)
+            state = {"tokens": self.tokens, "elapsed_s": elapsed, **(info or {})}
+            save_checkpoint(
+                self.run.dir.checkpoints,
+                step,
+                self.holder,
+                self.optimizer,
+                self.scheduler,
+                self.accelerator,
+                state,
+                t.keep_checkpoints,
+            )
+
+    def restore(self) -> dict[str, Any]:
+        """With ``resume``, load the newest checkpoint and return its info (``step`` is the steps done); else
+        ``{"step": 0}``. Call once everything that draws random numbers before the loop has done so: the RNG
+        states are those of the moment the checkpoint was saved."""
+        from tunesmith.engine.checkpoint import checkpoints, load_checkpoint
+        from tunesmith.io import read_jsonl_log, write_jsonl
+
+        found = checkpoints(self.run.dir.checkpoints) if self.resume else []
+        if not found:
+            self.run.dir.metrics.unlink(missing_ok=True)  # --resume before the first checkpoint: train anew
+            return {"step": 0}
+        resumed = load_checkpoint(found[-1][1], self.holder, self.optimizer, self.scheduler, self.accelerator)
+        for _ in range(resumed.step):  # the prompt order is a pure function of the seed: replay its draws
+            self.next_prompts()
+        self.tokens = resumed.info["tokens"]
+        self.started = time.perf_counter() - resumed.info["elapsed_s"]
+        # rows logged after the checkpoint (a kill came before the next one) are written again
+        rows = [r for r in read_jsonl_log(self.run.dir.metrics) if r.get("step", 0) <= resumed.step]
+        write_jsonl(self.run.dir.metrics, rows)
+        return resumed.info
 
     @property
     def tokens_per_second(self) -> float:
