@@ -95,3 +95,21 @@ def test_absurd_learning_rate_stops_with_a_clear_message_and_the_good_checkpoint
     assert load_file(run_dir / "checkpoints" / "step-1" / "trainable.safetensors")
     assert not (run_dir / "model").exists()
     assert "train" not in json.loads((run_dir / "state.json").read_text())["stages"]
+
+
+def test_resume_before_any_checkpoint_starts_over_without_duplicate_metrics(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A run killed before its first checkpoint: --resume trains from the start and logs each step once."""
+    config = write_tiny_config(
+        tmp_path, tiny_model_dir, training={"max_steps": 2, "save_every": 50}, eval={"enabled": False}
+    )
+    assert run_cli("train", str(config)).returncode == 0
+    run = tmp_path / "runs" / "tiny"
+    state = json.loads((run / "state.json").read_text())
+    del state["stages"]["train"]  # as if killed before the end
+    (run / "state.json").write_text(json.dumps(state))
+    result = run_cli("train", str(config), "--resume")
+    assert result.returncode == 0, result.stderr[-2000:]
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]

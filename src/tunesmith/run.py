@@ -252,7 +252,9 @@ class Run:
         if cfg.training.packing and self.recipe.PACKS and not supports_packing(cfg.method):
             console.print(f"  {cfg.method.name} tuning trains on padded batches: packing cannot mask virtual tokens")
         self._check_checkpoints(resume)
-        if not resume:
+        from tunesmith.engine.checkpoint import checkpoints
+
+        if not (resume and checkpoints(self.dir.checkpoints)):  # from the start: earlier rows would be duplicated
             self.dir.metrics.unlink(missing_ok=True)
         accelerator = make_accelerator(cfg.training.precision)
         summary = train(
