@@ -218,7 +218,7 @@ class Run:
         if hasattr(self.recipe, "train"):  # recipes with their own loop (RL rollouts): see tunesmith.recipes
             self._check_checkpoints(resume)
             return self.recipe.train(self, resume=resume)
-        from tunesmith.engine.checkpoint import gathered
+        from tunesmith.engine.checkpoint import checkpoints, gathered
         from tunesmith.engine.loop import make_accelerator, train
 
         cfg = self.config
@@ -252,8 +252,6 @@ class Run:
         if cfg.training.packing and self.recipe.PACKS and not supports_packing(cfg.method):
             console.print(f"  {cfg.method.name} tuning trains on padded batches: packing cannot mask virtual tokens")
         self._check_checkpoints(resume)
-        from tunesmith.engine.checkpoint import checkpoints
-
         if not (resume and checkpoints(self.dir.checkpoints)):  # from the start: earlier rows would be duplicated
             self.dir.metrics.unlink(missing_ok=True)
         accelerator = make_accelerator(cfg.training.precision)

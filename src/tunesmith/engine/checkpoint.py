@@ -146,7 +146,7 @@ def zero_file(rank: int) -> str:
 
 
 def trainable_state(model: Any, accelerator: Any) -> dict[str, torch.Tensor]:
-    """The trainable weights as full CPU tensors, on the main process (call on every rank).
+    """The trainable weights as full CPU tensors (call on every rank: gathering is a collective).
 
     Single-process, DDP and ZeRO-1/2: read directly. DeepSpeed ZeRO-3 partitions each parameter: the trainable
     ones are gathered (a collective). FSDP shards them: the full state dict is gathered with
