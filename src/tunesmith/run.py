@@ -218,7 +218,7 @@ class Run:
         if hasattr(self.recipe, "train"):  # recipes with their own loop (RL rollouts): see tunesmith.recipes
             self._check_checkpoints(resume)
             return self.recipe.train(self, resume=resume)
-        from tunesmith.engine.checkpoint import checkpoints, gathered
+        from tunesmith.engine.checkpoint import checkpoints, distributed_kind, gathered
         from tunesmith.engine.loop import make_accelerator, train
 
         cfg = self.config
@@ -289,7 +289,7 @@ class Run:
                         "seconds": round(summary.seconds, 1),
                         "trainable_parameters": trainable,
                         "processes": accelerator.num_processes,
-                        "distributed": str(getattr(accelerator.distributed_type, "value", "NO")),
+                        "distributed": distributed_kind(accelerator),
                         "peak_memory_mb": round(_peak_memory_mb(), 1),
                         "peak_memory_of": "gpu" if torch.cuda.is_available() else "process",
                         **({"prune": pruned.to_dict()} if pruned is not None else {}),

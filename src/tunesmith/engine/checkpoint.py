@@ -136,8 +136,13 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, acce
     return Resumed(int(info["step"]), info, path)
 
 
+def distributed_kind(accelerator: Any) -> str:
+    """accelerate's distributed type as a plain name: NO, MULTI_CPU, MULTI_GPU, FSDP, DEEPSPEED, ..."""
+    return str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
+
+
 def is_deepspeed(accelerator: Any) -> bool:
-    return str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type)) == "DEEPSPEED"
+    return distributed_kind(accelerator) == "DEEPSPEED"
 
 
 def zero_file(rank: int) -> str:
@@ -154,8 +159,7 @@ def trainable_state(model: Any, accelerator: Any) -> dict[str, torch.Tensor]:
     """
     inner = accelerator.unwrap_model(model)
     names = [n for n, _ in trainable_parameters(inner)]
-    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
-    if kind == "FSDP":
+    if distributed_kind(accelerator) == "FSDP":
         full = accelerator.get_state_dict(model)
         return {n: full[n].detach().cpu().contiguous() for n in names if n in full} if full else {}
     params = trainable_parameters(inner)

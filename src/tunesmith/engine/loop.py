@@ -25,6 +25,7 @@ from tunesmith.config import TrainingConfig
 from tunesmith.engine.batching import step_micro_batches, total_steps
 from tunesmith.engine.checkpoint import (
     checkpoints,
+    distributed_kind,
     gathered,
     is_deepspeed,
     load_checkpoint,
@@ -317,6 +318,7 @@ def _train(
     # ZeRO-2 reduces gradients in every backward and ZeRO-3 gathers weights in every forward, both collectives:
     # a rank whose share of a short last step is smaller runs real passes on this example, with zero weight.
     filler = fns.collate([train_examples[0]]) if deepspeed else None
+    pad_to = cfg.batch_size if deepspeed else 0
     started, elapsed_before = time.perf_counter(), state.elapsed
     loss_value, val_loss = float("nan"), None
     model.train()
@@ -331,7 +333,6 @@ def _train(
             rank=rank,
         )
         while True:
-            pad_to = cfg.batch_size if deepspeed else 0
             pieces = [piece for idx in micro_batches for piece in split(idx, micro, pad_to)]
             batches = [fns.collate([train_examples[i] for i in idx]) if idx else None for idx in pieces]
             if row_wise:
@@ -521,8 +522,7 @@ def _metrics_row(state: _TrainState, loss: float, lr: float, targets: int, grad_
 
 def check_distributed(accelerator: Any, checkpointing: bool) -> None:
     """Refuse setups the engine does not handle correctly yet, rather than train them wrongly."""
-    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
-    if kind == "FSDP" and checkpointing:
+    if distributed_kind(accelerator) == "FSDP" and checkpointing:
         raise TrainingError(
             "training.save_every and --resume support single-process, DDP and DeepSpeed runs; under FSDP the "
             "optimizer is sharded. Remove training.save_every (the final model is still saved), or use DDP or "
