@@ -303,6 +303,24 @@ def test_cpu_training_returns_freed_memory_after_each_layer_without_changing_gra
         trimmed = grads()
     assert all(torch.equal(a, b) for a, b in zip(plain, trimmed, strict=True))
     assert all(not layer._forward_hooks for layer in decoder_layers(model))  # removed when training ends
+    with release_freed_cpu_memory(model, enabled=False) as hooks:
+        assert hooks == 0 and all(not layer._forward_hooks for layer in decoder_layers(model))
+
+
+def test_cpu_training_trims_only_when_rows_are_computed_together(tiny_model_dir: Path) -> None:
+    """A packed row at a time already keeps the CPU peak small, and a trim after each of its layers cost ~20%."""
+    from tunesmith.engine.model_options import decoder_layers
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples = sst2_examples(tokenizer, 8)
+    fns = sft.task_fns(tokenizer, 128)
+    for micro_batch, trims in ((None, False), (4, True)):
+        model = apply_method(AutoModelForCausalLM.from_pretrained(tiny_model_dir), MethodConfig(name="lora"))
+        hooked: list[bool] = []
+        cfg = TrainingConfig(max_steps=1, batch_size=4, micro_batch_size=micro_batch, eval_every=1)
+        train(model, examples, fns, cfg, accelerator=Accelerator(cpu=True), val_examples=examples[:2],
+              on_eval=lambda *_: hooked.append(all(layer._forward_hooks for layer in decoder_layers(model))))  # noqa: B023  # fmt: skip
+        assert hooked == [trims], micro_batch
 
 
 def test_training_builds_no_kv_cache_and_generation_keeps_it(tiny_model_dir: Path) -> None:

@@ -50,17 +50,19 @@ def decoder_layers(model: Any) -> list[torch.nn.Module]:
 
 
 @contextlib.contextmanager
-def release_freed_cpu_memory(model: Any) -> Iterator[int]:
+def release_freed_cpu_memory(model: Any, enabled: bool = True) -> Iterator[int]:
     """While active, return the C heap's freed memory to the system after each decoder layer's forward (CPU, glibc).
 
     A CPU forward pass frees many activation-sized temporaries while it stores the activations for backward.
     glibc keeps freed heap chunks resident, and whether later allocations reuse them varies from run to run: the
     same SmolLM2-135M LoRA micro-batch peaked at 9.9 GiB RSS in some runs and 13.6-13.8 GiB in others (9.6 GiB
     of it live). ``malloc_trim(0)`` after each layer's forward keeps the peak at what is live (10.6 GiB measured)
-    at no measurable cost; trimming in backward as well cost ~50% more time, so forward only. Yields the number
-    of hooks (0 on GPU models, non-glibc systems and models without recognised layers).
+    at no measurable cost there; trimming in backward as well cost ~50% more time, so forward only. With one
+    short row per forward the trims are many and the peak small (2.4 GiB with, 3.4 GiB without), and they cost
+    ~20% of the run's time: callers then pass ``enabled=False``. Yields the number of hooks (0 when disabled, on
+    GPU models, non-glibc systems and models without recognised layers).
     """
-    trim = _malloc_trim()
+    trim = _malloc_trim() if enabled else None
     on_cpu = all(p.device.type == "cpu" for p in unwrap(model).parameters())
     layers = decoder_layers(model) if trim is not None and on_cpu else []
 
