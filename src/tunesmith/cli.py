@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -385,6 +386,25 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]; completed stages are kept, rerun the same command to continue")
         sys.exit(130)
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under `accelerate launch` / `torchrun`: close this process's group and leave without the interpreter's
+    teardown, where gloo's worker threads can still release tensors and abort the process ("terminate called
+    without an active exception", seen on one rank in about one run of three). Everything is written by then."""
+    torch = sys.modules.get("torch")
+    if torch is None or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    torch.distributed.destroy_process_group()
+    error = sys.exc_info()[1]
+    if error is not None and not isinstance(error, SystemExit):
+        return  # a crash: let Python print its traceback
+    code = 0 if error is None or error.code is None else error.code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@ weights (``trainable.safetensors``), optimizer and scheduler state and every pro
 (``state.pt``), and the step and counters (``trainer_state.json``). The data position needs no state:
 the batches of a step are a pure function of (seed, step), see ``batching.py``.
 
-Weights are gathered correctly under FSDP and ZeRO-3 (``trainable_state``). The optimizer state is saved as
-one process sees it (single process, DDP) or, under DeepSpeed ZeRO, one partition per rank
-(``zero-optimizer-rank-R.pt``). FSDP's sharded optimizer state is not handled: the engine refuses
-``save_every`` / ``--resume`` under FSDP rather than write a checkpoint it could not restore.
+Weights are gathered under FSDP and ZeRO-3 (``trainable_state``). The optimizer state is saved as one process
+sees it (single process, DDP), under FSDP gathered whole and keyed by parameter name (``optimizer_by_name``;
+every rank takes its shard of it back on resume), and under DeepSpeed ZeRO one partition per rank
+(``zero-optimizer-rank-R.pt``).
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ def save_checkpoint(
     rngs = gather_object([rng_state()]) if accelerator.num_processes > 1 else [rng_state()]
     final = root / f"step-{step}"
     weights = trainable_state(model, accelerator)  # every rank: under FSDP / ZeRO-3 this gathers the shards
+    fsdp = distributed_kind(accelerator) == "FSDP"
+    optimizer_state = _fsdp_optimizer_state(model, optimizer) if fsdp else None  # a collective: every rank
     staging = root / f".step-{step}.ranks"
     if is_deepspeed(accelerator):
         staging.mkdir(parents=True, exist_ok=True)
@@ -91,6 +93,8 @@ def save_checkpoint(
             if is_deepspeed(accelerator):
                 for rank in range(accelerator.num_processes):
                     (staging / zero_file(rank)).replace(tmp / zero_file(rank))
+            elif fsdp:
+                state["optimizer_by_name"] = optimizer_state
             else:
                 state["optimizer"] = optimizer.state_dict()
             torch.save(state, tmp / STATE)
@@ -118,9 +122,18 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, acce
         raise TunesmithError(f"{path}: the checkpoint's weights do not match this model and method; was it changed?")
     with torch.no_grad(), gathered(params.values(), modifier_rank=0):
         for name, param in params.items():
-            param.copy_(weights[name])
+            assign(param, weights[name])
     state = torch.load(path / STATE, weights_only=False, map_location="cpu")  # our own file
-    if is_deepspeed(accelerator):
+    fsdp = distributed_kind(accelerator) == "FSDP"
+    if fsdp != ("optimizer_by_name" in state):
+        raise TunesmithError(f"{path}: resume it the way it was launched (FSDP or not)")
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        # every rank read the whole state: each takes its own shard of it
+        options = StateDictOptions(full_state_dict=True)
+        set_optimizer_state_dict(model, optimizer.optimizer, state["optimizer_by_name"], options=options)
+    elif is_deepspeed(accelerator):
         if not (path / zero_file(accelerator.process_index)).is_file():
             raise TunesmithError(f"{path} was not saved under DeepSpeed; resume it the way it was launched")
         part = torch.load(path / zero_file(accelerator.process_index), weights_only=False, map_location="cpu")
@@ -151,21 +164,49 @@ def zero_file(rank: int) -> str:
 
 
 def trainable_state(model: Any, accelerator: Any) -> dict[str, torch.Tensor]:
-    """The trainable weights as full CPU tensors (call on every rank: gathering is a collective).
+    """The trainable weights as full CPU tensors, on every rank (call on every rank: gathering is a collective).
 
-    Single-process, DDP and ZeRO-1/2: read directly. DeepSpeed ZeRO-3 partitions each parameter: the trainable
-    ones are gathered (a collective). FSDP shards them: the full state dict is gathered with
-    ``accelerator.get_state_dict`` (a collective) and filtered to the trainable names.
+    Single-process, DDP and ZeRO-1/2: read directly. DeepSpeed ZeRO-3 partitions each parameter and FSDP shards
+    it (a DTensor): only the trainable ones are gathered, not the whole model.
     """
-    inner = accelerator.unwrap_model(model)
-    names = [n for n, _ in trainable_parameters(inner)]
-    if distributed_kind(accelerator) == "FSDP":
-        full = accelerator.get_state_dict(model)
-        return {n: full[n].detach().cpu().contiguous() for n in names if n in full} if full else {}
-    params = trainable_parameters(inner)
-    with gathered(p for _, p in params):  # ZeRO-3: only the trainable weights, not the whole model
-        # a gathered weight is freed on exit: copy it; any other is read in place
-        return {n: (p.clone() if hasattr(p, "ds_id") else p).detach().cpu().contiguous() for n, p in params}
+    params = trainable_parameters(accelerator.unwrap_model(model))
+    with gathered(p for _, p in params):
+        return {n: _whole_copy(p) for n, p in params}
+
+
+def _whole_copy(param: torch.Tensor) -> torch.Tensor:
+    if _is_dtensor(param):  # FSDP: all-gathered from the shards (a collective)
+        return param.full_tensor().detach().cpu().contiguous()
+    # a gathered ZeRO-3 weight is freed when the gathering ends: copy it; any other is read in place
+    return (param.clone() if hasattr(param, "ds_id") else param).detach().cpu().contiguous()
+
+
+def assign(param: torch.Tensor, value: torch.Tensor) -> None:
+    """Write a whole weight into a parameter, under FSDP into this rank's shard of it (no communication)."""
+    if _is_dtensor(param):
+        from torch.distributed.tensor import distribute_tensor
+
+        value = value.to(device=param.device, dtype=param.dtype)
+        param.copy_(distribute_tensor(value, param.device_mesh, param.placements, src_data_rank=None))
+    else:
+        param.copy_(value.to(param.device))
+
+
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    """Whether this is a sharded FSDP2 parameter (a DTensor)."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch build without distributed support
+        return False
+    return isinstance(tensor, DTensor)
+
+
+def _fsdp_optimizer_state(model: Any, optimizer: Any) -> dict[str, Any]:
+    """The whole optimizer state under FSDP, keyed by parameter name, on CPU (a collective: every rank)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_optimizer_state_dict(model, optimizer.optimizer, options=options)
 
 
 def trainable_parameters(model: Any) -> list[tuple[str, torch.Tensor]]:
@@ -187,3 +228,14 @@ def gathered(params: Iterable[torch.Tensor], modifier_rank: int | None = None) -
 
     with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=modifier_rank):
         yield
+
+
+def whole_state_dict(model: Any, accelerator: Any) -> dict[str, torch.Tensor] | None:
+    """Under FSDP, the model's whole weights on the main process, on CPU (empty on the others; a collective: call
+    on every process). None elsewhere: there the model's own parameters are whole, or gathered by ``gathered``.
+
+    An FSDP model's ``state_dict()`` holds shards even while its parameters are unsharded, so saving needs this.
+    """
+    if distributed_kind(accelerator) != "FSDP":
+        return None
+    return accelerator.get_state_dict(model)

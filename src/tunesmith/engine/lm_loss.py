@@ -55,7 +55,19 @@ def fast_path_possible(model: Any, label_smoothing: float = 0.0) -> bool:
         return False
     # DeepSpeed ZeRO-3 partitions parameters (they carry ``ds_id``) and gathers them only inside the module's own
     # forward, so the head's weight cannot be used directly here: take the full logits instead.
-    return not any(hasattr(p, "ds_id") for p in head.parameters())
+    if any(hasattr(p, "ds_id") for p in head.parameters()):
+        return False
+    # FSDP reduces (and frees) a trainable weight's gradient in hooks around its module's forward; a gradient that
+    # reaches the weight directly arrives after that (a crash on CPU). A frozen head (LoRA) is only read: fine.
+    return not (_fsdp_sharded(inner) and any(p.requires_grad for p in head.parameters()))
+
+
+def _fsdp_sharded(model: Any) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch build without distributed support
+        return False
+    return isinstance(model, FSDPModule) or any(isinstance(m, FSDPModule) for m in model.modules())
 
 
 @contextlib.contextmanager

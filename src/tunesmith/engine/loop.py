@@ -24,6 +24,7 @@ import torch
 from tunesmith.config import TrainingConfig
 from tunesmith.engine.batching import step_micro_batches, total_steps
 from tunesmith.engine.checkpoint import (
+    assign,
     checkpoints,
     distributed_kind,
     gathered,
@@ -94,24 +95,28 @@ def make_accelerator(precision: str) -> Any:
         return Accelerator(mixed_precision=mixed_precision, kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")])
     # On a machine without an accelerator, cpu=True is what makes `accelerate launch` processes form a gloo group.
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu)
-    note = sharding_note(cpu)
-    if note and accelerator.is_main_process:
-        print(note, file=sys.stderr)
+    if cpu and _launched_with("FSDP") and accelerator.num_processes > 1:
+        shard_on_cpu(accelerator, mixed_precision)
     return accelerator
 
 
-def sharding_note(cpu: bool) -> str | None:
-    """What to tell a user who launched with an FSDP config on a machine without GPUs.
+def shard_on_cpu(accelerator: Any, mixed_precision: str) -> None:
+    """Make an FSDP launch on a machine without GPUs shard for real.
 
-    accelerate forms FSDP groups on GPUs only; with ``cpu=True`` it runs such a launch as plain DDP (every
-    process holds the whole model), which trains correctly but shards nothing.
+    accelerate switches to FSDP on GPUs only (on CPUs it would run the launch as plain DDP, every process holding
+    the whole model), but FSDP2 itself shards over a CPU mesh with gloo. This sets the state as accelerate does
+    for GPUs, with the plugin read from the launch's ``FSDP_*`` settings; ``prepare`` then applies FSDP2.
     """
-    if not (cpu and _launched_with("FSDP")):
-        return None
-    return (
-        "note: FSDP needs GPUs; on this CPU-only machine accelerate runs the launch as DDP "
-        "(every process holds the whole model and optimizer state)"
-    )
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()
+    if mixed_precision != "no":
+        plugin.set_mixed_precision(mixed_precision)
+    accelerator.state.fsdp_plugin = plugin
+    accelerator.state.distributed_type = DistributedType.FSDP
+    # accelerate re-reads the process state whenever an AcceleratorState is built (e.g. by its optimizer wrapper)
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
 
 
 def _launched_with(kind: str) -> bool:
@@ -224,7 +229,6 @@ def train(
     """
     from accelerate.utils import set_seed
 
-    check_distributed(accelerator, checkpointing=checkpoint_dir is not None and (bool(cfg.save_every) or resume))
     set_seed(cfg.seed)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
@@ -315,10 +319,9 @@ def _train(
     micro = _micro_batch_size(model, train_examples, fns, cfg, accelerator, trainable)
     deepspeed = is_deepspeed(accelerator)
     row_wise = rows_one_at_a_time(cfg, accelerator)
-    # ZeRO-2 reduces gradients in every backward and ZeRO-3 gathers weights in every forward, both collectives:
-    # a rank whose share of a short last step is smaller runs real passes on this example, with zero weight.
-    filler = fns.collate([train_examples[0]]) if deepspeed else None
-    pad_to = cfg.batch_size if deepspeed else 0
+    # A rank whose share of a short last step is smaller runs real passes on this example, with zero weight.
+    filler = fns.collate([train_examples[0]]) if equal_passes(accelerator) else None
+    pad_to = cfg.batch_size if equal_passes(accelerator) else 0
     started, elapsed_before = time.perf_counter(), state.elapsed
     loss_value, val_loss = float("nan"), None
     model.train()
@@ -410,10 +413,17 @@ def _train(
 def rows_one_at_a_time(cfg: TrainingConfig, accelerator: Any) -> bool:
     """Whether micro-batches are computed a packed row at a time, each cut to its own tokens.
 
-    A CPU gains nothing from computing rows together, and padding is computed work. Not under DeepSpeed: there
-    every rank must run the same number of forward and backward passes (see ``backward_window``).
+    A CPU gains nothing from computing rows together, and padding is computed work. Not under DeepSpeed or FSDP:
+    there every rank must run the same number of forward and backward passes.
     """
-    return cfg.micro_batch_size is None and accelerator.device.type == "cpu" and not is_deepspeed(accelerator)
+    return cfg.micro_batch_size is None and accelerator.device.type == "cpu" and not equal_passes(accelerator)
+
+
+def equal_passes(accelerator: Any) -> bool:
+    """Whether every rank must run the same number of forward and backward passes: ZeRO-2 reduces gradients in
+    every backward, ZeRO-3 and FSDP gather weights in every forward and FSDP reduce-scatters in every backward,
+    all collectives that wait for every rank."""
+    return distributed_kind(accelerator) in ("DEEPSPEED", "FSDP")
 
 
 def _guard_oom(fn: Callable[[], Any]) -> Any:
@@ -433,7 +443,8 @@ def _micro_batch_size(
     """training.micro_batch_size as a number; ``auto`` tries the longest examples on the GPU (batch_size on CPU)."""
     if cfg.micro_batch_size != "auto":
         return cfg.micro_batch_size
-    if accelerator.device.type != "cuda" or is_deepspeed(accelerator):  # a DeepSpeed probe would step the optimizer
+    # A DeepSpeed probe would step the optimizer; one rank's OOM in an FSDP probe would leave the others waiting.
+    if accelerator.device.type != "cuda" or equal_passes(accelerator):
         return cfg.batch_size
     lengths = [example_length(e) for e in examples]
 
@@ -529,16 +540,6 @@ def _metrics_row(state: _TrainState, loss: float, lr: float, targets: int, grad_
     return row
 
 
-def check_distributed(accelerator: Any, checkpointing: bool) -> None:
-    """Refuse setups the engine does not handle correctly yet, rather than train them wrongly."""
-    if distributed_kind(accelerator) == "FSDP" and checkpointing:
-        raise TrainingError(
-            "training.save_every and --resume support single-process, DDP and DeepSpeed runs; under FSDP the "
-            "optimizer is sharded. Remove training.save_every (the final model is still saved), or use DDP or "
-            "DeepSpeed ZeRO (configs/accelerate/deepspeed-zero3.yaml shards like FSDP)"
-        )
-
-
 class EarlyStopping:
     """Patience on the validation loss; keeps the best trainable weights (in memory, and on disk for resume)."""
 
@@ -583,7 +584,7 @@ class EarlyStopping:
         params = trainable_parameters(accelerator.unwrap_model(model))
         with torch.no_grad(), gathered((p for _, p in params), modifier_rank=0):
             for name, param in params:
-                param.copy_(self.weights[name].to(param.device))
+                assign(param, self.weights[name])
         return self.best
 
 
@@ -672,8 +673,8 @@ def evaluate_loss(model: Any, examples: Sequence[Any], fns: TaskFns, batch_size:
     mine = list(range(accelerator.process_index, len(examples), world))
     total = torch.zeros((), device=accelerator.device)
     count = 0
-    # Under DeepSpeed every rank runs the same number of forwards (ZeRO-3 gathers weights in each one).
-    longest_share = math.ceil(len(examples) / world) if is_deepspeed(accelerator) else 0
+    # Under DeepSpeed and FSDP every rank runs the same number of forwards (weights are gathered in each one).
+    longest_share = math.ceil(len(examples) / world) if equal_passes(accelerator) else 0
     for start in range(0, max(len(mine), longest_share), batch_size):
         indices = mine[start : start + batch_size]
         batch = to_device(fns.collate([examples[i] for i in indices or [0]]), model, accelerator)

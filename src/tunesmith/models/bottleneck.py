@@ -73,12 +73,18 @@ def adapter_model(model: nn.Module, adapter: AdapterConfig) -> nn.Module:
     return model
 
 
-def save_adapters(model: nn.Module, folder: Path, adapter: AdapterConfig) -> None:
-    """Write only the adapter weights (and any other trained weights, e.g. a task head) and their settings."""
+def save_adapters(
+    model: nn.Module, folder: Path, adapter: AdapterConfig, state_dict: dict[str, torch.Tensor] | None = None
+) -> None:
+    """Write only the adapter weights (and any other trained weights, e.g. a task head) and their settings.
+
+    ``state_dict``: the model's whole weights, when its own parameters are sharded (FSDP).
+    """
     from safetensors.torch import save_file
 
     trained = {name for name, p in model.named_parameters() if p.requires_grad}
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if f".{CHILD}." in k or k in trained}
+    whole = model.state_dict() if state_dict is None else state_dict
+    state = {k: v.detach().contiguous() for k, v in whole.items() if f".{CHILD}." in k or k in trained}
     save_file(state, str(folder / WEIGHTS))
     (folder / CONFIG).write_text(json.dumps(adapter.model_dump(), indent=2), encoding="utf-8")
 

@@ -1,5 +1,6 @@
-"""DeepSpeed ZeRO-2/3 on CPU (DeepSpeed's CPU accelerator, gloo): two processes compute what one process computes,
-and a resumed run ends where an uninterrupted one does."""
+"""Sharded training on CPU with gloo (DeepSpeed ZeRO-2/3 on DeepSpeed's CPU accelerator, FSDP2 on a CPU mesh): two
+processes compute what one process computes, a resumed run ends where an uninterrupted one does, and the saved
+model holds every weight whole."""
 
 from __future__ import annotations
 
@@ -32,14 +33,25 @@ def _adapter(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / "model" / "adapter_model.safetensors")
 
 
-@pytest.mark.parametrize("stage", [2, 3])
-def test_deepspeed_matches_one_process_and_resumes_exactly(stage: int, tiny_model_dir: Path, tmp_path: Path) -> None:
-    """The shipped ZeRO config, two processes on a CPU machine: the same losses, learning rates, gradient norms and
+SHARDED = {"deepspeed-zero2": "DEEPSPEED", "deepspeed-zero3": "DEEPSPEED", "fsdp": "FSDP"}
+
+
+def _launch(name: str) -> list[str]:
+    """`accelerate launch` with a shipped config, two processes, on a free port (another launch may hold 29500)."""
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    config = REPO / "configs" / "accelerate" / f"{name}.yaml"
+    options = ["--config_file", str(config), "--num_processes", "2", "--main_process_port", str(free_port())]
+    return [accelerate, "launch", *options, "-m", "tunesmith.cli"]
+
+
+@pytest.mark.parametrize("setup", SHARDED)
+def test_sharded_run_matches_one_process_and_resumes_exactly(setup: str, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The shipped config, two processes on a CPU machine: the same losses, learning rates, gradient norms and
     final adapter as one process; killed after step 2 and resumed, the same adapter bit for bit.
 
     About 27 training examples with 8 per step make step 4 short: one rank's micro-batch is empty and must still
-    run a forward and backward (ZeRO's collectives), contributing nothing; the 5 validation examples split 3 and 2.
-    Steps 5-6 start the second epoch.
+    run a forward and backward (ZeRO's and FSDP's collectives), contributing nothing; the 5 validation examples
+    split 3 and 2. Steps 5-6 start the second epoch.
     """
     config = write_tiny_config(
         tmp_path,
@@ -62,15 +74,12 @@ def test_deepspeed_matches_one_process_and_resumes_exactly(stage: int, tiny_mode
     tunesmith = str(Path(sys.executable).with_name("tunesmith"))
     _run([tunesmith, "train", str(config), "--set", "training.batch_size=4", "--set", "output.name=single"], tmp_path)
     _run([tunesmith, "prepare", str(config)], tmp_path)
-    accelerate = str(Path(sys.executable).with_name("accelerate"))
-    zero = REPO / "configs" / "accelerate" / f"deepspeed-zero{stage}.yaml"
-    launch = [accelerate, "launch", "--config_file", str(zero), "--num_processes", "2", "--main_process_port"]
-    launch += [str(free_port()), "-m", "tunesmith.cli"]  # not the config's 29500: another launch may hold it
+    launch = _launch(setup)
     _run([*launch, "train", str(config)], tmp_path)
 
     runs, run = tmp_path / "runs", tmp_path / "runs" / "tiny"
     trained = json.loads((run / "state.json").read_text())["stages"]["train"]
-    assert (trained["distributed"], trained["processes"]) == ("DEEPSPEED", 2)
+    assert (trained["distributed"], trained["processes"]) == (SHARDED[setup], 2)
     one, two = _metrics(runs / "single"), _metrics(run)
     assert [r["targets"] for r in one] == [r["targets"] for r in two]
     for a, b in zip(one, two, strict=True):
@@ -84,10 +93,15 @@ def test_deepspeed_matches_one_process_and_resumes_exactly(stage: int, tiny_mode
     for name, weight in single.items():
         assert weight.shape == straight[name].shape and weight.numel() > 0, name
         assert torch.allclose(weight, straight[name], atol=1e-5, rtol=0), name
-    assert sorted(p.name for p in (run / "checkpoints" / "step-2").glob("zero-optimizer-rank-*.pt")) == [
-        "zero-optimizer-rank-0.pt",
-        "zero-optimizer-rank-1.pt",
-    ]
+    step2 = run / "checkpoints" / "step-2"
+    partitions = sorted(p.name for p in step2.glob("zero-optimizer-rank-*.pt"))
+    if setup == "fsdp":  # the sharded optimizer state gathered whole, keyed by parameter name
+        moments = torch.load(step2 / "state.pt", weights_only=False)["optimizer_by_name"]["state"]
+        weights = load_file(step2 / "trainable.safetensors")
+        assert not partitions and moments.keys() == weights.keys()
+        assert all(moments[n]["exp_avg"].shape == weights[n].shape for n in weights)  # whole, not one shard
+    else:
+        assert partitions == ["zero-optimizer-rank-0.pt", "zero-optimizer-rank-1.pt"]
 
     for leftover in ("checkpoints/step-4", "checkpoints/step-6", "model"):  # as if killed during step 3
         shutil.rmtree(run / leftover)
@@ -103,8 +117,9 @@ def test_deepspeed_matches_one_process_and_resumes_exactly(stage: int, tiny_mode
     ]
 
 
-def test_zero3_full_fine_tuning_saves_every_weight_whole(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """ZeRO-3 partitions every weight; the saved model must hold them gathered, equal to one process's."""
+@pytest.mark.parametrize("setup", ["deepspeed-zero3", "fsdp"])
+def test_sharded_full_fine_tuning_saves_every_weight_whole(setup: str, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """ZeRO-3 and FSDP shard every weight; the saved model must hold them gathered, equal to one process's."""
     config = write_tiny_config(
         tmp_path,
         tiny_model_dir,
@@ -115,10 +130,7 @@ def test_zero3_full_fine_tuning_saves_every_weight_whole(tiny_model_dir: Path, t
     tunesmith = str(Path(sys.executable).with_name("tunesmith"))
     _run([tunesmith, "train", str(config), "--set", "training.batch_size=4", "--set", "output.name=single"], tmp_path)
     _run([tunesmith, "prepare", str(config)], tmp_path)
-    accelerate = str(Path(sys.executable).with_name("accelerate"))
-    zero3 = REPO / "configs" / "accelerate" / "deepspeed-zero3.yaml"
-    launch = [accelerate, "launch", "--config_file", str(zero3), "--num_processes", "2"]
-    _run([*launch, "--main_process_port", str(free_port()), "-m", "tunesmith.cli", "train", str(config)], tmp_path)
+    _run([*_launch(setup), "train", str(config)], tmp_path)
     single, double = (load_file(tmp_path / "runs" / n / "model" / "model.safetensors") for n in ("single", "tiny"))
     assert single.keys() == double.keys() and single
     for name, weight in single.items():
