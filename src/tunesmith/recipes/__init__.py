@@ -53,7 +53,9 @@ Optional hooks, for tasks that do not fit the fixed-dataset loop or the generic 
     When present, ``Run.train`` calls it instead of the engine's loop (ppo and grpo sample rollouts from the policy
     as they train). It must do what the standard path does: apply the method, write ``metrics.jsonl``, save the
     model to ``run.dir.model`` and mark the ``train`` stage done; engine pieces (``build_optimizer``,
-    ``build_scheduler``, ``make_accelerator``, ``save_model``) keep it consistent with other tasks.
+    ``build_scheduler``, ``make_accelerator``, ``save_model``) keep it consistent with other tasks. ``Run.train``
+    has already refused a run with unfinished checkpoints and no ``--resume``; with ``resume`` the hook continues
+    from its newest checkpoint.
 ``evaluate_run(run, split="test", chats=None, out_dir=None) -> dict``
     When present, the evaluate stage calls it instead of ``tunesmith.task_evaluation`` (preference and RL tasks
     measure reward accuracy, KL from the reference and win rate); it writes ``eval/metrics.json`` as
