@@ -218,7 +218,7 @@ class Run:
         if hasattr(self.recipe, "train"):  # recipes with their own loop (RL rollouts): see tunesmith.recipes
             self._check_checkpoints(resume)
             return self.recipe.train(self, resume=resume)
-        from tunesmith.engine.checkpoint import checkpoints, distributed_kind, gathered, whole_state_dict
+        from tunesmith.engine.checkpoint import checkpoints, distributed_kind, shards_weights, whole_state_dict
         from tunesmith.engine.loop import make_accelerator, train
 
         cfg = self.config
@@ -255,10 +255,10 @@ class Run:
         if not (resume and checkpoints(self.dir.checkpoints)):  # from the start: earlier rows would be duplicated
             self.dir.metrics.unlink(missing_ok=True)
         accelerator = make_accelerator(cfg.training.precision)
-        if distributed_kind(accelerator) == "FSDP" and cfg.method.name == "prune" and cfg.method.prune.then == "lora":
+        if shards_weights(accelerator) and cfg.method.name == "prune" and cfg.method.prune.then == "lora":
             raise TunesmithError(
-                "method prune with then: lora merges the adapter before saving, which FSDP's sharded weights cannot "
-                "be; launch it with DDP or DeepSpeed instead"
+                "method prune with then: lora merges the adapter before saving, which sharded weights (FSDP, "
+                "DeepSpeed ZeRO-3) cannot be; launch it with DDP or DeepSpeed ZeRO-2 instead"
             )
         summary = train(
             model,
@@ -273,34 +273,33 @@ class Run:
             on_eval=on_eval,
         )
         tuned = accelerator.unwrap_model(model)
-        whole = whole_state_dict(model, accelerator)  # FSDP: every process takes part, the main one gets the weights
-        with gathered(tuned.parameters()):  # ZeRO-3 partitions weights: every process gathers, the main one saves
-            if accelerator.is_main_process:
-                with atomic_dir(self.dir.model) as tmp:
-                    tuned = save_model(tuned, cfg.method, tmp, whole)
-                    tokenizer.save_pretrained(tmp)
-                    if pruned is not None:
-                        write_json(tmp / "prune.json", pruned.to_dict())
-                console.print(
-                    f"  {summary.steps} steps, final loss {summary.train_loss:.4f}, "
-                    f"{summary.tokens_per_second:,.0f} tokens/s; saved {self.dir.model}"
-                )
-                self.dir.mark_done(
-                    "train",
-                    {
-                        "steps": summary.steps,
-                        "train_loss": summary.train_loss,
-                        "val_loss": summary.val_loss,
-                        "tokens": summary.tokens,
-                        "seconds": round(summary.seconds, 1),
-                        "trainable_parameters": trainable,
-                        "processes": accelerator.num_processes,
-                        "distributed": distributed_kind(accelerator),
-                        "peak_memory_mb": round(_peak_memory_mb(), 1),
-                        "peak_memory_of": "gpu" if torch.cuda.is_available() else "process",
-                        **({"prune": pruned.to_dict()} if pruned is not None else {}),
-                    },
-                )
+        whole = whole_state_dict(model, accelerator)  # sharded: every process takes part, the main one gets them
+        if accelerator.is_main_process:
+            with atomic_dir(self.dir.model) as tmp:
+                tuned = save_model(tuned, cfg.method, tmp, whole)
+                tokenizer.save_pretrained(tmp)
+                if pruned is not None:
+                    write_json(tmp / "prune.json", pruned.to_dict())
+            console.print(
+                f"  {summary.steps} steps, final loss {summary.train_loss:.4f}, "
+                f"{summary.tokens_per_second:,.0f} tokens/s; saved {self.dir.model}"
+            )
+            self.dir.mark_done(
+                "train",
+                {
+                    "steps": summary.steps,
+                    "train_loss": summary.train_loss,
+                    "val_loss": summary.val_loss,
+                    "tokens": summary.tokens,
+                    "seconds": round(summary.seconds, 1),
+                    "trainable_parameters": trainable,
+                    "processes": accelerator.num_processes,
+                    "distributed": distributed_kind(accelerator),
+                    "peak_memory_mb": round(_peak_memory_mb(), 1),
+                    "peak_memory_of": "gpu" if torch.cuda.is_available() else "process",
+                    **({"prune": pruned.to_dict()} if pruned is not None else {}),
+                },
+            )
         accelerator.wait_for_everyone()  # no process leaves (and tears its group down) while the main one saves
         return tuned
 

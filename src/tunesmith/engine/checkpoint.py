@@ -230,12 +230,24 @@ def gathered(params: Iterable[torch.Tensor], modifier_rank: int | None = None) -
         yield
 
 
-def whole_state_dict(model: Any, accelerator: Any) -> dict[str, torch.Tensor] | None:
-    """Under FSDP, the model's whole weights on the main process, on CPU (empty on the others; a collective: call
-    on every process). None elsewhere: there the model's own parameters are whole, or gathered by ``gathered``.
+def shards_weights(accelerator: Any) -> bool:
+    """Whether each process holds only a shard of every weight: FSDP, or DeepSpeed ZeRO stage 3."""
+    if distributed_kind(accelerator) == "FSDP":
+        return True
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None) if is_deepspeed(accelerator) else None
+    return plugin is not None and plugin.zero_stage == 3
 
-    An FSDP model's ``state_dict()`` holds shards even while its parameters are unsharded, so saving needs this.
+
+def whole_state_dict(model: Any, accelerator: Any) -> dict[str, torch.Tensor] | None:
+    """Where weights are sharded (FSDP, ZeRO-3), the model's whole weights on the main process, on CPU, gathered
+    one unit at a time (None or empty on the others; a collective: call on every process). None elsewhere: there
+    the model's own parameters are whole.
+
+    A sharded model's own ``state_dict()`` holds shards (FSDP) or empty partitions (ZeRO-3), so saving needs
+    this; gathering every weight on every process instead would need the whole model in each GPU's memory.
     """
-    if distributed_kind(accelerator) != "FSDP":
+    if not shards_weights(accelerator):
         return None
+    if is_deepspeed(accelerator):  # the engine that `prepare` wrapped the model in consolidates its weights
+        model = accelerator.deepspeed_engine_wrapped.engine
     return accelerator.get_state_dict(model)

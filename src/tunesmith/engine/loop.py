@@ -126,12 +126,16 @@ def _launched_with(kind: str) -> bool:
 
 def configure_deepspeed(accelerator: Any, cfg: TrainingConfig) -> None:
     """Fill the DeepSpeed config from ours before ``prepare``: one micro-batch per engine step (the loop does
-    the accumulation and the loss normalisation itself) and clipping at training.max_grad_norm."""
+    the accumulation and the loss normalisation itself), clipping at training.max_grad_norm, and under ZeRO-3
+    the consolidated weights that the final save needs."""
     ds = accelerator.state.deepspeed_plugin.deepspeed_config
     ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
     ds["gradient_accumulation_steps"] = 1
     ds.pop("train_batch_size", None)  # DeepSpeed derives it from the two above and the world size
     ds["gradient_clipping"] = float(cfg.max_grad_norm or 0.0)
+    zero = ds.setdefault("zero_optimization", {})
+    if zero.get("stage") == 3:  # the final save gathers the weights one layer at a time onto the main process
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
 
 
 @contextlib.contextmanager
