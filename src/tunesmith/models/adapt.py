@@ -127,7 +127,7 @@ def _peft_config(name: str, method: MethodConfig, tokenizer_path: str | None, ta
 def save_model(model: Any, method: MethodConfig, folder: Path, state_dict: dict[str, Any] | None = None) -> Any:
     """Save the trained model in the method's format to ``folder``; return the model as saved.
 
-    ``state_dict`` holds the whole weights when the model's own parameters are sharded (FSDP). A pruned model
+    ``state_dict`` holds the whole weights when the model's own are sharded (FSDP, ZeRO-3). A pruned model
     trained with LoRA is merged first: the pruned architecture is a model of its own, which then loads in plain
     transformers like a fully fine-tuned one.
     """
@@ -138,7 +138,7 @@ def save_model(model: Any, method: MethodConfig, folder: Path, state_dict: dict[
         return model
     if method.name == "prune" and method.prune.then == "lora":
         if state_dict is not None:
-            raise ValueError("a pruned model trained with LoRA is merged before saving, which FSDP's shards cannot be")
+            raise ValueError("a pruned model trained with LoRA is merged before saving; sharded weights cannot be")
         model = model.merge_and_unload()
     model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
     return model

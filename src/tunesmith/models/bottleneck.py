@@ -78,7 +78,7 @@ def save_adapters(
 ) -> None:
     """Write only the adapter weights (and any other trained weights, e.g. a task head) and their settings.
 
-    ``state_dict``: the model's whole weights, when its own parameters are sharded (FSDP).
+    ``state_dict``: the model's whole weights, when its own parameters are sharded (FSDP, ZeRO-3).
     """
     from safetensors.torch import save_file
 
