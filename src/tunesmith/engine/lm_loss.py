@@ -59,15 +59,16 @@ def fast_path_possible(model: Any, label_smoothing: float = 0.0) -> bool:
         return False
     # FSDP reduces (and frees) a trainable weight's gradient in hooks around its module's forward; a gradient that
     # reaches the weight directly arrives after that (a crash on CPU). A frozen head (LoRA) is only read: fine.
-    return not (_fsdp_sharded(inner) and any(p.requires_grad for p in head.parameters()))
+    return not (any(p.requires_grad for p in head.parameters()) and _fsdp_sharded(inner))
 
 
 def _fsdp_sharded(model: Any) -> bool:
+    """Whether FSDP2 wraps the model (accelerate shards the root too, changing its class in place)."""
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # a torch build without distributed support
         return False
-    return isinstance(model, FSDPModule) or any(isinstance(m, FSDPModule) for m in model.modules())
+    return isinstance(model, FSDPModule)
 
 
 @contextlib.contextmanager

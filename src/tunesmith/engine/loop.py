@@ -324,8 +324,9 @@ def _train(
     deepspeed = is_deepspeed(accelerator)
     row_wise = rows_one_at_a_time(cfg, accelerator)
     # A rank whose share of a short last step is smaller runs real passes on this example, with zero weight.
-    filler = fns.collate([train_examples[0]]) if equal_passes(accelerator) else None
-    pad_to = cfg.batch_size if equal_passes(accelerator) else 0
+    equal = equal_passes(accelerator)
+    filler = fns.collate([train_examples[0]]) if equal else None
+    pad_to = cfg.batch_size if equal else 0
     started, elapsed_before = time.perf_counter(), state.elapsed
     loss_value, val_loss = float("nan"), None
     model.train()
