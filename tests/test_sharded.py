@@ -136,3 +136,21 @@ def test_sharded_full_fine_tuning_saves_every_weight_whole(setup: str, tiny_mode
     for name, weight in single.items():
         assert weight.shape == double[name].shape and weight.numel() > 0, name
         assert torch.allclose(weight, double[name], atol=1e-5, rtol=0), name
+
+
+def test_a_sharded_launch_refuses_prune_then_lora_before_training(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Pruning with LoRA merges the adapter before saving, which sharded weights cannot be: say so at the start,
+    with the CLI's usual exit code, on every process, rather than after the whole run."""
+    config = write_tiny_config(
+        tmp_path, tiny_model_dir, method={"name": "prune", "prune": {"then": "lora"}}, eval={"enabled": False}
+    )
+    tunesmith = str(Path(sys.executable).with_name("tunesmith"))
+    _run([tunesmith, "prepare", str(config)], tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [*_launch("fsdp"), "train", str(config)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+    assert result.returncode != 0
+    assert result.stderr.count("sharded weights (FSDP, DeepSpeed ZeRO-3) cannot be") == 2, result.stderr[-3000:]
+    assert "exitcode  : 2" in result.stderr  # the CLI's user-error code, not a crash
+    assert not (tmp_path / "runs" / "tiny" / "metrics.jsonl").exists()  # refused before any step
