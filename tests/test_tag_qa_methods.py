@@ -71,6 +71,7 @@ def test_trainable_parameters_and_reload(
     [
         ("tag", {"name": "prompt", "prompt": {"num_virtual_tokens": 4}}),
         ("tag", {"name": "adapter", "adapter": {"target_modules": ["output.dense"], "size": 8}}),
+        ("tag", {"name": "prefix", "prefix": {"num_virtual_tokens": 4}}),
         ("qa", {"name": "prefix", "prefix": {"num_virtual_tokens": 4}}),
         ("qa", {"name": "ia3"}),
     ],

@@ -62,14 +62,12 @@ def replay_sources(config: RunConfig) -> list[Path]:
 
 def continue_from(run: Run, base_model: Any) -> Any:
     """The model to train: the earlier run's tuned weights, trainable (``base_model`` is the loaded base)."""
-    from tunesmith.models.adapt import PEFT_METHODS, apply_method, load_trained
+    from tunesmith.models.adapt import PEFT_METHODS, apply_method, load_adapter, load_trained
 
     earlier = earlier_run(run.config)
     method = run.config.method
     if method.name in PEFT_METHODS:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(base_model, str(earlier.dir.model), is_trainable=True)
+        model = load_adapter(base_model, earlier.dir.model, is_trainable=True)
     else:
         weights = load_trained(earlier.config.method, earlier.dir.model, None, run.recipe.auto_class())
         model = apply_method(weights, method, task_type=run.recipe.PEFT_TASK_TYPE)
