@@ -4,7 +4,6 @@ peft; decoder heads read the last real token whatever the padding."""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +14,8 @@ from torch import nn
 from tests.test_classify import build_tiny_bert
 from tunesmith.config import validate_config
 from tunesmith.data.records import Labeled
-from tunesmith.models.adapt import (
-    accept_past_key_values,
-    apply_method,
-    count_parameters,
-    load_trained,
-    needs_base,
-    save_model,
-)
+from tunesmith.models.adapt import apply_method, count_parameters, load_trained, needs_base, save_model
+from tunesmith.models.prefix_compat import accept_past_key_values, needs_shim
 from tunesmith.recipes import classify
 
 LABELS = ["negative", "positive"]
@@ -157,14 +150,14 @@ def test_method_trains_what_it_should_and_reloads_identically(
 
         plain = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
         plain.config.pad_token_id = loaded.config.pad_token_id
-        if method == "prefix" and "past_key_values" not in inspect.signature(plain.forward).parameters:
+        if method == "prefix" and needs_shim(plain):
             # transformers >= 5.25 names the argument `cache`; peft 0.21 still probes for `past_key_values`
-            # and refuses a task head. This fails (and can go) once peft follows: see accept_past_key_values.
+            # and refuses a task head. This fails (and can go) once peft follows: see models/prefix_compat.py.
             with pytest.raises(ValueError, match="past key values"), torch.no_grad():
                 PeftModel.from_pretrained(plain, str(saved)).eval()(**batch)
             plain = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
             plain.config.pad_token_id = loaded.config.pad_token_id
-            accept_past_key_values(plain, classify.PEFT_TASK_TYPE)
+            accept_past_key_values(plain)
         plain = PeftModel.from_pretrained(plain, str(saved)).eval()
         with torch.no_grad():
             assert torch.allclose(plain(**batch).logits, expected, atol=1e-5)

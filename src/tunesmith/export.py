@@ -20,7 +20,7 @@ from tunesmith.data.records import texts as record_texts
 from tunesmith.data.render import render_prompt
 from tunesmith.errors import TunesmithError
 from tunesmith.io import atomic_dir, read_jsonl, write_json
-from tunesmith.models.adapt import PEFT_METHODS
+from tunesmith.models.adapt import PEFT_METHODS, load_adapter
 from tunesmith.models.gguf_writer import KINDS as GGUF_KINDS
 from tunesmith.models.gguf_writer import write_gguf
 from tunesmith.models.load import load_causal_lm
@@ -67,9 +67,7 @@ def export_run(run: Run, out: Path, merge: bool = False, dtype: str = "fp32", gg
     with atomic_dir(out) as tmp:
         if kind == "adapter":
             tuned.to(DTYPES[dtype]).save_pretrained(tmp, safe_serialization=True)
-            from peft import PeftModel
-
-            loaded = PeftModel.from_pretrained(load_causal_lm(run.config.model), str(tmp)).eval()
+            loaded = load_adapter(load_causal_lm(run.config.model), tmp).eval()
         else:
             model = tuned.merge_and_unload() if kind == "merged" else tuned
             checks["merge_max_logit_diff"] = _max_diff(_logits(model, probes), reference)

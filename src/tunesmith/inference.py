@@ -93,6 +93,8 @@ def load_pool(runs: list[Run], include_base: bool = False) -> ModelPool:
 def _load(run: Run, name: str, shared: dict[tuple[str, str | None], Any]) -> tuple[Any, Any]:
     from peft import PeftModel
 
+    from tunesmith.models.prefix_compat import accept_past_key_values
+
     if run.config.method.name not in PEFT_METHODS:
         return run.load_tuned()  # whole weights, or tunesmith's bottleneck adapters: a model of its own
     key = (run.config.model.name, run.config.model.revision)
@@ -100,7 +102,10 @@ def _load(run: Run, name: str, shared: dict[tuple[str, str | None], Any]) -> tup
     if key in shared:
         shared[key].load_adapter(str(run.dir.model), adapter_name=name)
     else:
-        shared[key] = PeftModel.from_pretrained(load_causal_lm(run.config.model), str(run.dir.model), adapter_name=name)
+        base = load_causal_lm(run.config.model)
+        # A prefix adapter may join this base later: give it the prefix's cache argument now (a no-op for others).
+        accept_past_key_values(base)
+        shared[key] = PeftModel.from_pretrained(base, str(run.dir.model), adapter_name=name)
     return shared[key].eval(), tokenizer
 
 

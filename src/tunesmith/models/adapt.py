@@ -7,7 +7,6 @@ model (prune with LoRA merges the adapter into the smaller model); ``adapter`` s
 from __future__ import annotations
 
 import importlib.util
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from tunesmith.errors import ConfigError
 PEFT_METHODS = ("lora", "qlora", "prefix", "prompt", "ia3")
 TASK_HEADS = ("classifier", "score", "qa_outputs")  # names of transformers' task heads
 VIRTUAL_TOKEN_METHODS = ("prefix", "prompt")  # their virtual tokens cannot sit inside a packed block mask
-HEAD_TASK_TYPES = ("SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS")  # peft task types whose prefix path probes the forward
 
 
 def check_method(method: MethodConfig) -> None:
@@ -87,32 +85,10 @@ def apply_method(
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if name == "prefix":
-        accept_past_key_values(model, task_type)
+        from tunesmith.models.prefix_compat import accept_past_key_values
+
+        accept_past_key_values(model)
     return get_peft_model(model, _peft_config(name, method, tokenizer_path, task_type))
-
-
-def accept_past_key_values(model: Any, task_type: str) -> None:
-    """Let peft's prefix tuning of a task head reach a model whose forward names the cache ``cache``.
-
-    transformers 5.25 renamed the forward argument ``past_key_values`` to ``cache`` (the old name still works
-    through a deprecation shim until 5.40), but peft (0.21.2) decides whether a task-head model can take the
-    prefix by looking for ``past_key_values`` in the forward's signature, and refuses the model otherwise. This
-    gives the model's own forward an explicit ``past_key_values`` that it hands on as ``cache``: peft's check
-    passes and the prefix goes where transformers now expects it. Causal and seq2seq LMs are left alone (peft
-    passes their prefix without the check, and generation inspects their forward).
-    """
-    if task_type not in HEAD_TASK_TYPES or "past_key_values" in inspect.signature(model.forward).parameters:
-        return
-    if "cache" not in inspect.signature(model.base_model.forward).parameters:
-        return  # neither name: let peft refuse with its own message
-    forward = model.forward
-
-    def forward_with_prefix(*args: Any, past_key_values: Any = None, **kwargs: Any) -> Any:
-        if past_key_values is not None:
-            kwargs["cache"] = past_key_values
-        return forward(*args, **kwargs)
-
-    model.forward = forward_with_prefix
 
 
 def _peft_config(name: str, method: MethodConfig, tokenizer_path: str | None, task_type: str) -> Any:
@@ -195,14 +171,15 @@ def load_trained(method: MethodConfig, folder: Path, base: Any | None, auto_clas
     return auto_class.from_pretrained(str(folder), use_safetensors=True)
 
 
-def load_adapter(base: Any, folder: Path, is_trainable: bool = False) -> Any:
+def load_adapter(base: Any, folder: Path, is_trainable: bool = False, adapter_name: str = "default") -> Any:
     """Load the peft adapter saved in ``folder`` onto ``base`` (changed in place)."""
-    from peft import PeftConfig, PeftModel, TaskType
+    from peft import PeftConfig, PeftModel
 
-    config = PeftConfig.from_pretrained(str(folder))
-    if config.peft_type == "PREFIX_TUNING" and config.task_type is not None:
-        accept_past_key_values(base, TaskType(config.task_type).value)
-    return PeftModel.from_pretrained(base, str(folder), is_trainable=is_trainable)
+    from tunesmith.models.prefix_compat import accept_past_key_values
+
+    if PeftConfig.from_pretrained(str(folder)).peft_type == "PREFIX_TUNING":
+        accept_past_key_values(base)
+    return PeftModel.from_pretrained(base, str(folder), is_trainable=is_trainable, adapter_name=adapter_name)
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
