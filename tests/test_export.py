@@ -81,6 +81,9 @@ def test_model_card_says_what_the_model_is(tuned_run_dir: Path, tmp_path: Path) 
     assert "| `training.learning_rate` | `0.01` |" in card and "| `method.lora.r` | `16` |" in card
     assert "train: 256 rows from `train.tsv`" in card
     assert "no explicit license" in card  # the licence paragraph of the data's SOURCE.md
+    import torch  # the environment the run was trained in (environment.json)
+
+    assert "## Environment" in card and f"torch {torch.__version__}" in card
 
 
 def test_adapter_export_loads_in_peft(tuned_run_dir: Path, eos_model_dir: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from tunesmith.config import METHOD_SECTIONS
+from tunesmith.environment import summary
 from tunesmith.io import read_json, write_text
 from tunesmith.run import Run
 
@@ -77,6 +78,7 @@ def model_card(run: Run, kind: str, dtype: str, max_logit_diff: float, checks: d
         "## Data\n\n" + _data_section(run),
         "## Method and hyperparameters\n\n" + _hyperparameters(cfg.model_dump(mode="json")),
         "## Training\n\n" + _training(run),
+        "## Environment\n\n" + _environment(run),
         "## Evaluation\n\n" + _evaluation(run),
         "## Use\n\n" + (USAGE_ADAPTER if kind == "adapter" else USAGE_MERGED).format(path=folder_name, base=base),
         "## Export check\n\n"
@@ -98,6 +100,13 @@ def model_card(run: Run, kind: str, dtype: str, max_logit_diff: float, checks: d
         "## Limitations\n\n" + _limitations(run),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _environment(run: Run) -> str:
+    """Where the run was trained (``environment.json``), as a list; says so when the run did not record it."""
+    if not run.dir.environment.is_file():
+        return "- not recorded (this run was made by a tunesmith older than environment.json)"
+    return "\n".join(f"- {label}: {value}" for label, value in summary(read_json(run.dir.environment)))
 
 
 def _data_section(run: Run) -> str:

@@ -108,6 +108,7 @@ class RunDir:
     checkpoints = property(lambda self: self.root / "checkpoints")
     metrics = property(lambda self: self.root / "metrics.jsonl")
     eval = property(lambda self: self.root / "eval")
+    environment = property(lambda self: self.root / "environment.json")
 
     def split(self, name: str) -> Path:
         return self.data / f"{name}.jsonl"

@@ -10,6 +10,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader
 
+from tunesmith.environment import summary
 from tunesmith.io import RunDir, read_jsonl_log, write_text
 
 SAMPLE_ROWS = 20
@@ -35,6 +36,7 @@ def write_report(run_dir: RunDir) -> Path:
         "analysis": _json(run_dir.eval / "analysis.json"),
         "prompt_variants": _json(run_dir.eval / "prompt_variants.json"),
         "forgetting_earlier": _json(run_dir.eval / "forgetting_earlier.json"),
+        "environment": summary(_json(run_dir.environment)) if run_dir.environment.is_file() else None,
         "samples": read_jsonl_log(run_dir.eval / "predictions.jsonl")[:SAMPLE_ROWS],
         "loss_chart": _curve_svg(steps, ["loss", "val_loss"], "loss") if steps else None,
         "lr_chart": _curve_svg(steps, ["lr"], "learning rate") if steps else None,

@@ -138,6 +138,13 @@ class Run:
         self.dir.root.mkdir(parents=True, exist_ok=True)
         write_text(self.dir.config, resolved)
 
+    def record_environment(self) -> None:
+        """Write ``environment.json``: the versions, machine and seeds of this process (prepare and train call it,
+        so a finished run records where it was trained)."""
+        from tunesmith.environment import collect, config_seeds
+
+        write_json(self.dir.environment, collect(config_seeds(self.config.model_dump(mode="json"))))
+
     def check_model(self) -> None:
         """Fail before any work if the method cannot run here or the model cannot be found (resolving converts a
         GGUF once)."""
@@ -156,6 +163,7 @@ class Run:
     # ------------------------------------------------------------ stages
 
     def prepare(self) -> None:
+        self.record_environment()
         cfg = self.config
         console.print("[bold]prepare[/]: loading and validating data")
         prepared = prepare_data(
@@ -215,6 +223,7 @@ class Run:
         are an error rather than silently overwritten or ignored. ``on_eval(step, val_loss)`` is called after
         each validation (a sweep's pruner; it may raise to stop the run).
         """
+        self.record_environment()
         if hasattr(self.recipe, "train"):  # recipes with their own loop (RL rollouts): see tunesmith.recipes
             self._check_checkpoints(resume)
             return self.recipe.train(self, resume=resume)
