@@ -356,6 +356,13 @@ def print_evaluation(eval_dir: Path) -> None:
             cells += [f"{stats['delta']:+.4f}", f"[{low:+.3f}, {high:+.3f}]", f"{stats['p_value']:.3g}"]
         table.add_row(metric, *cells)
     out.print(table)
+    constrained = comparison.get("accuracy_vs_base_constrained")
+    if constrained:
+        low, high = constrained["ci95"]
+        out.print(
+            f"tuned accuracy - base constrained to the labels: {constrained['delta']:+.4f} "
+            f"[{low:+.3f}, {high:+.3f}], McNemar p = {constrained['p_value']:.3g}"
+        )
     forgetting = analysis.get("forgetting", {})
     if "change_pct" in forgetting:
         out.print(

@@ -22,7 +22,7 @@ from tunesmith.data.records import Chat, Message
 from tunesmith.errors import TunesmithError
 from tunesmith.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from tunesmith.metrics.bias import counterfactual, flip_rate
-from tunesmith.metrics.compare import compare
+from tunesmith.metrics.compare import compare, compare_correctness
 from tunesmith.metrics.errors import error_analysis
 from tunesmith.metrics.text import extract_label, normalize
 from tunesmith.prompt_variants import variant_predictions, variant_replies, variant_results
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 console = Console(stderr=True, soft_wrap=True)
 FORGETTING_MAX_TOKENS = 256
+# comparison.json's entry for the tuned model's answers against the base model forced to pick a label (the argmax
+# of its label probabilities): a gain over zero-shot text that is only the answer format learned shows up here.
+CONSTRAINED_KEY = "accuracy_vs_base_constrained"
 
 
 def evaluate_run(run: Run, split: str = "test", chats: list[Chat] | None = None, out_dir: Path | None = None) -> dict:
@@ -92,6 +95,11 @@ def evaluate_run(run: Run, split: str = "test", chats: list[Chat] | None = None,
             n_resamples=cfg.eval.bootstrap_samples,
             seed=cfg.training.seed,
         )
+        against_constrained = _against_base_constrained(recipe, base["replies"], tuned["replies"], references, labels)
+        if against_constrained is not None:
+            comparison[CONSTRAINED_KEY] = compare_correctness(
+                *against_constrained, n_resamples=cfg.eval.bootstrap_samples, seed=cfg.training.seed
+            )
     if k_shot is not None:
         baselines[f"base_{cfg.eval.few_shot}_shot"] = score(k_shot)
     if labels:
@@ -118,6 +126,8 @@ def evaluate_run(run: Run, split: str = "test", chats: list[Chat] | None = None,
         row["tuned_confidence"] = round(tuned["replies"][i].confidence, 4)
         if tuned["replies"][i].label_probs is not None:
             row["tuned_label_probs"] = [round(p, 5) for p in tuned["replies"][i].label_probs]
+        if base and base["replies"][i].label_probs is not None:
+            row["base_label_probs"] = [round(p, 5) for p in base["replies"][i].label_probs]
         rows.append(row)
     with atomic_dir(out_dir) as tmp:
         write_jsonl(tmp / "predictions.jsonl", rows)
@@ -137,6 +147,21 @@ def evaluate_run(run: Run, split: str = "test", chats: list[Chat] | None = None,
     if out_dir == run.dir.eval:
         run.dir.mark_done("evaluate", {"rows": len(chats)})
     return metrics
+
+
+def _against_base_constrained(
+    recipe: Any, base: list[Any], tuned: list[Any], references: list[str], labels: list[str] | None
+) -> tuple[list[bool], list[bool]] | None:
+    """Per-row correctness of the base model's constrained answers and of the tuned model's replies; None when
+    the replies carry no label probabilities (no label set, or labels sharing a first token)."""
+    if not labels or not base or any(r.label_probs is None for r in base):
+        return None
+    base_right = [
+        labels[max(range(len(labels)), key=r.label_probs.__getitem__)] == ref
+        for r, ref in zip(base, references, strict=True)
+    ]
+    tuned_right = [recipe.is_correct(r, ref, labels) for r, ref in zip(tuned, references, strict=True)]
+    return base_right, tuned_right
 
 
 def _model_outputs(

@@ -77,3 +77,26 @@ def mcnemar_test(
     if discordant == 0:
         return 1.0
     return float(binomtest(min(base_only, tuned_only), discordant, 0.5).pvalue)
+
+
+def compare_correctness(
+    base_right: Sequence[bool], tuned_right: Sequence[bool], n_resamples: int = 1000, seed: int = 0
+) -> dict[str, object]:
+    """Accuracy delta (tuned - base) of two per-row correctness lists, its 95% paired-bootstrap CI and McNemar's
+    exact p-value: for comparing answers judged differently, e.g. the tuned model's replies against the base
+    model's label probabilities."""
+    base_arr, tuned_arr = np.asarray(base_right, dtype=float), np.asarray(tuned_right, dtype=float)
+    n = len(base_arr)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_resamples, n))
+    deltas = tuned_arr[idx].mean(axis=1) - base_arr[idx].mean(axis=1)
+    base_only = int(np.sum((base_arr == 1) & (tuned_arr == 0)))
+    tuned_only = int(np.sum((tuned_arr == 1) & (base_arr == 0)))
+    discordant = base_only + tuned_only
+    p_value = float(binomtest(min(base_only, tuned_only), discordant, 0.5).pvalue) if discordant else 1.0
+    return {
+        "delta": float(tuned_arr.mean() - base_arr.mean()),
+        "ci95": [float(np.percentile(deltas, 2.5)), float(np.percentile(deltas, 97.5))],
+        "test": "mcnemar",
+        "p_value": p_value,
+    }
