@@ -21,16 +21,17 @@ export TOKENIZERS_PARALLELISM ?= false
 quickstart: $(VENV)/.installed
 	$(BIN)/tunesmith run examples/quickstart.yaml
 
-test: $(VENV)/.installed browser
-	$(BIN)/ruff check src tests bench tools
+test: lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The report test renders report.html in a real headless Chromium (Debian's package).
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# ruff, then the layer contracts in pyproject.toml (an upward import fails here, even inside a function)
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench tools
+	$(BIN)/lint-imports
 
 install: $(VENV)/.installed
 

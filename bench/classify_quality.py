@@ -42,9 +42,9 @@ GEN_PROMPT = "Is the sentiment of this review positive or negative? Answer with 
 
 def run_config(config: dict[str, Any], folder: Path, name: str) -> dict[str, Any]:
     """Run one config to the end; return its evaluation metrics and training summary."""
-    from tunesmith.config import validate_config
-    from tunesmith.io import read_json
-    from tunesmith.run import Run
+    from tunesmith.core.config import validate_config
+    from tunesmith.core.fs import read_json
+    from tunesmith.pipeline.run import Run
 
     config = {**config, "output": {"dir": str(folder), "name": name}}
     run = Run(validate_config(config, source=name))

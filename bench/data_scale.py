@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tunesmith.config import DataConfig
+from tunesmith.core.config import DataConfig
 from tunesmith.data.dedup import content_hash, find_duplicates
+from tunesmith.data.ledger import Ledger
 from tunesmith.data.prepare import clean_records, dedup_text, load_records
-from tunesmith.data.report import Ledger
 
 WORDS = [
     "model",

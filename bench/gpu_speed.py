@@ -69,7 +69,7 @@ def alpaca_like(n: int, seed: int = 0, mean: float = 240.0, sigma: float = 0.8, 
 def build_model(method: str, attn: str, dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tunesmith.config import MethodConfig
+    from tunesmith.core.config import MethodConfig
     from tunesmith.models.adapt import apply_method
 
     torch.manual_seed(0)
@@ -126,7 +126,7 @@ def run_hf(method: str, examples: list[Example], args: argparse.Namespace) -> di
 
 
 def run_ts(method: str, examples: list[Example], args: argparse.Namespace, **options: object) -> dict:
-    from tunesmith.config import TrainingConfig
+    from tunesmith.core.config import TrainingConfig
     from tunesmith.engine.loop import make_accelerator, train
     from tunesmith.recipes import sft
 
@@ -190,7 +190,7 @@ def qlora_check(args: argparse.Namespace, examples: list[Example]) -> dict:
     """QLoRA through tunesmith's own loading path (4-bit nf4 base weights), a few steps: does it train?"""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tunesmith.config import MethodConfig, ModelConfig, TrainingConfig
+    from tunesmith.core.config import MethodConfig, ModelConfig, TrainingConfig
     from tunesmith.engine.loop import make_accelerator, train
     from tunesmith.models.adapt import apply_method, quantization_config
     from tunesmith.models.load import load_causal_lm
@@ -215,7 +215,7 @@ def estimate_vs_measured(examples: list[Example], args: argparse.Namespace, meth
     """``tunesmith estimate``'s prediction for a variant, then the variant measured (bf16 weights, as here)."""
     from transformers import LlamaConfig
 
-    from tunesmith.config import MethodConfig, TrainingConfig
+    from tunesmith.core.config import MethodConfig, TrainingConfig
     from tunesmith.engine.estimate import estimate
 
     batch = int(options.get("batch", args.batch))
@@ -247,7 +247,7 @@ def product_path(examples: list[Example], args: argparse.Namespace) -> dict:
 
 def micro_batch_auto(examples: list[Example], args: argparse.Namespace) -> dict:
     """A micro-batch of 96 examples at 2048 tokens cannot fit with full fine-tuning: the OOM message, then auto."""
-    from tunesmith.config import TrainingConfig
+    from tunesmith.core.config import TrainingConfig
     from tunesmith.engine.loop import make_accelerator, train
     from tunesmith.recipes import sft
 

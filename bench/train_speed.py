@@ -35,7 +35,7 @@ def load_examples(tokenizer: object, max_len: int, n: int) -> list:
 def model_and_tokenizer() -> tuple[object, object]:
     import torch
 
-    from tunesmith.config import MethodConfig, ModelConfig
+    from tunesmith.core.config import MethodConfig, ModelConfig
     from tunesmith.models.adapt import apply_method
     from tunesmith.models.load import load_causal_lm, load_tokenizer
 
@@ -49,7 +49,7 @@ def model_and_tokenizer() -> tuple[object, object]:
 def run_tunesmith(args: argparse.Namespace) -> dict:
     from accelerate import Accelerator
 
-    from tunesmith.config import TrainingConfig
+    from tunesmith.core.config import TrainingConfig
     from tunesmith.engine.loop import train
     from tunesmith.recipes import sft
 
@@ -129,7 +129,7 @@ def run_estimate(args: argparse.Namespace) -> dict:
     """``tunesmith estimate``'s prediction for the tunesmith side (no model weights loaded)."""
     from transformers import AutoConfig
 
-    from tunesmith.config import MethodConfig, ModelConfig, TrainingConfig
+    from tunesmith.core.config import MethodConfig, ModelConfig, TrainingConfig
     from tunesmith.engine.estimate import estimate
     from tunesmith.models.load import load_tokenizer
     from tunesmith.models.resolve import resolve_model

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import AugmentConfig
+from tunesmith.core.config import AugmentConfig
+from tunesmith.core.errors import DataError
 from tunesmith.data.records import Labeled, Record
-from tunesmith.errors import DataError
 
 Lexicon = dict[str, list[str]]
 

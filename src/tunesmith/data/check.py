@@ -11,15 +11,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import DataConfig
+from tunesmith.core.config import DataConfig
+from tunesmith.core.errors import DataError
 from tunesmith.data.dedup import find_duplicates, find_overlap
 from tunesmith.data.formats import RowFormat, check_columns, detect_format, rows_to_records
 from tunesmith.data.load import load_source
 from tunesmith.data.pii import find_pii
-from tunesmith.data.prepare import dedup_text
+from tunesmith.data.record_text import dedup_text
 from tunesmith.data.records import Record, texts
 from tunesmith.data.tokens import TokenCounter, length_stats
-from tunesmith.errors import DataError
 
 WARNINGS = ("exact_duplicate", "near_duplicate", "too_long", "pii", "overlap")
 

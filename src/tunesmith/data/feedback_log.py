@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunesmith.errors import DataError
-from tunesmith.io import write_jsonl
+from tunesmith.core.errors import DataError
+from tunesmith.core.fs import write_jsonl
 
 RATINGS = {"up": True, "1": True, "+1": True, "true": True, "good": True, "down": False, "-1": False}
 RATINGS |= {"false": False, "bad": False}

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunesmith.core.errors import DataError
+from tunesmith.core.fs import write_text
 from tunesmith.data.formats import SYNONYMS
 from tunesmith.data.load import Reject, read_rows, reader_for
-from tunesmith.errors import DataError
-from tunesmith.io import write_text
 
 WRITABLE = ("jsonl", "json", "csv", "tsv")
 TEXT_COLUMNS = ("text", *(k for k, v in SYNONYMS.items() if v == "text"))

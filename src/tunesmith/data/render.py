@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tunesmith.core.errors import DataError
 from tunesmith.data.records import Chat, Message
-from tunesmith.errors import DataError
 
 IGNORE_INDEX = -100
 

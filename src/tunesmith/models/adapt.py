@@ -10,8 +10,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import MethodConfig
-from tunesmith.errors import ConfigError
+from tunesmith.core.config import MethodConfig
+from tunesmith.core.errors import ConfigError
 
 PEFT_METHODS = ("lora", "qlora", "prefix", "prompt", "ia3")
 TASK_HEADS = ("classifier", "score", "qa_outputs")  # names of transformers' task heads

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tunesmith.config import AdapterConfig
-from tunesmith.errors import ConfigError, TunesmithError
+from tunesmith.core.config import AdapterConfig
+from tunesmith.core.errors import ConfigError, TunesmithError
 
 WEIGHTS = "bottleneck_adapters.safetensors"
 CONFIG = "bottleneck_config.json"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunesmith.config import FreezeConfig
-from tunesmith.errors import ConfigError
+from tunesmith.core.config import FreezeConfig
+from tunesmith.core.errors import ConfigError
 from tunesmith.models.layers import decoder_layers, output_head
 
 

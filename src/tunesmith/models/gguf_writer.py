@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tunesmith.errors import TunesmithError
+from tunesmith.core.errors import TunesmithError
 
 KINDS = ("f16", "q8_0")
 

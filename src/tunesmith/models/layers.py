@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from tunesmith.errors import ConfigError
+from tunesmith.core.errors import ConfigError
 
 
 def decoder_layers(model: Any) -> nn.ModuleList:

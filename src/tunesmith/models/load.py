@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunesmith.config import ModelConfig
+from tunesmith.core.config import ModelConfig
 from tunesmith.models.resolve import ResolvedModel, hub_error, resolve_model
 
 

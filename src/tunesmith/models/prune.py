@@ -14,8 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tunesmith.config import PruneConfig
-from tunesmith.errors import ConfigError
+from tunesmith.core.config import PruneConfig
+from tunesmith.core.errors import ConfigError
 from tunesmith.models.layers import decoder_layers
 
 

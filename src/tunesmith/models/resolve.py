@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunesmith.errors import ModelNotFoundError
-from tunesmith.io import atomic_dir
+from tunesmith.core.errors import ModelNotFoundError
+from tunesmith.core.fs import atomic_dir
 
 
 @dataclass(frozen=True)

@@ -6,29 +6,27 @@ the left, which also keeps the last position real when peft prepends virtual tok
 summed over examples; the engine divides by the number of examples in the accumulation window.
 
 ``task.classify.head: generation`` is the other variant (``classify_generation``): a chat model answers with the
-label word. ``variant(cfg)`` picks the module; the metrics, baselines and error analysis here serve both.
+label word. ``recipe(cfg)`` picks the variant; both share the metrics, baselines and error analysis of
+``recipes/common/labels.py``.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from tunesmith.config import RunConfig
-from tunesmith.data.formats import RowError
-from tunesmith.data.records import Labeled, Record
+from tunesmith.core.config import RunConfig
+from tunesmith.core.errors import ConfigError
+from tunesmith.core.progress import track
+from tunesmith.data.records import Labeled
 from tunesmith.engine.loop import Batch, TaskFns
-from tunesmith.engine.progress import track
-from tunesmith.errors import ConfigError
-from tunesmith.metrics.classification import classification_details, classification_metrics, probability_metrics
-from tunesmith.metrics.errors import error_analysis
 from tunesmith.models.resolve import ResolvedModel
+from tunesmith.recipes.common.labels import baselines, convert, details, prediction, row_correct, score_records
+from tunesmith.recipes.contract import EngineTraining, Recipe, TaskEvaluation
 
 NAME = "classify"
 ACCEPTS = (Labeled,)
@@ -36,47 +34,9 @@ PEFT_TASK_TYPE = "SEQ_CLS"
 PACKS = False
 # prune measures decoder layers of a causal LM on calibration text; a classifier is tuned by the others.
 METHODS = ("full", "freeze", "lora", "qlora", "prefix", "prompt", "ia3", "adapter")
-GENERATIVE = False
-BASE_IS_MEANINGFUL = False  # a freshly initialised head predicts at random: compare with the majority class
-
-
-def variant(cfg: RunConfig) -> ModuleType:
-    """This module for a task head, ``classify_generation`` for ``task.classify.head: generation``."""
-    classify = cfg.task.classify
-    if classify.label_separator is not None and cfg.data.label_names:
-        raise ConfigError(
-            "task.classify.label_separator and data.label_names are both set; label_names already names each "
-            "label value's class.\n  fix: map the fine labels to classes in data.label_names, or drop one of them"
-        )
-    if classify.head == "generation":
-        from tunesmith.recipes import classify_generation
-
-        if not cfg.data.label_names:
-            raise ConfigError(
-                "task.classify.head is 'generation' but data.label_names is not set; the model answers with "
-                "label words.\n  fix: name a word for each label value, e.g. data.label_names: {0: negative, "
-                "1: positive}"
-            )
-        return classify_generation
-    import sys
-
-    return sys.modules[__name__]
 
 
 # ------------------------------------------------------------ records and labels
-
-
-def convert(record: Record, cfg: RunConfig) -> Labeled:
-    """The record with its label as the class name (``data.label_names``, ``task.classify.label_separator``)."""
-    if not isinstance(record, Labeled):
-        raise RowError(f"a {type(record).__name__} record has no class label", "wrong_type")
-    return Labeled(record.text, class_name(record.label, cfg), record.text_pair, record.source, dict(record.meta))
-
-
-def class_name(label: str, cfg: RunConfig) -> str:
-    label = cfg.data.label_names.get(label, label)
-    separator = cfg.task.classify.label_separator
-    return label.split(separator, 1)[0] if separator else label
 
 
 def label_set(cfg: RunConfig) -> list[str]:
@@ -87,7 +47,8 @@ def label_set(cfg: RunConfig) -> list[str]:
     """
     if cfg.data.labels:
         return cfg.data.labels
-    from tunesmith.io import RunDir, read_jsonl
+    from tunesmith.core.fs import read_jsonl
+    from tunesmith.core.rundir import RunDir
 
     path = RunDir(cfg.run_dir).split("train")
     task = cfg.data.name  # in a multi-task mix, only this task's rows
@@ -233,16 +194,6 @@ def class_probabilities(
     return probs
 
 
-def prediction(labels: Sequence[str], probs: Sequence[float]) -> dict[str, Any]:
-    """One JSON-ready prediction: the most probable class, its probability and every class's probability."""
-    best = max(range(len(labels)), key=lambda i: probs[i])
-    return {
-        "prediction": labels[best],
-        "confidence": round(float(probs[best]), 6),
-        "probabilities": {label: round(float(p), 6) for label, p in zip(labels, probs, strict=True)},
-    }
-
-
 def predict_records(
     model: Any, tokenizer: Any, records: Sequence[Labeled], cfg: RunConfig, description: str
 ) -> list[dict[str, Any]]:
@@ -258,53 +209,45 @@ def predict_texts(model: Any, tokenizer: Any, texts: Sequence[str], cfg: RunConf
     return predict_records(model, tokenizer, records, cfg, "predict")
 
 
-# ------------------------------------------------------------ scoring (both variants)
+RECIPE = Recipe(
+    name=NAME,
+    accepts=ACCEPTS,
+    peft_task_type=PEFT_TASK_TYPE,
+    packs=PACKS,
+    methods=METHODS,
+    convert=convert,
+    load_model=load_model,
+    auto_class=auto_class,
+    training=EngineTraining(encode_row, train_fns),
+    evaluation=TaskEvaluation(
+        predict_records,
+        score_records,
+        base_is_meaningful=False,  # a freshly initialised head predicts at random: compare with the majority class
+        row_correct=row_correct,
+        baselines=baselines,
+        details=details,
+    ),
+    predict_texts=predict_texts,
+    annotator="classifier",
+)
 
 
-def scored_labels(predictions: Sequence[dict[str, Any]], records: Sequence[Labeled]) -> list[str]:
-    """The label set predictions are scored over: the model's classes, plus any gold label it does not know."""
-    known = list(predictions[0].get("probabilities") or {}) if predictions else []
-    extra = sorted({r.label for r in records} - set(known))
-    return known + extra
+def recipe(cfg: RunConfig) -> Recipe:
+    """The task-head recipe, or ``classify_generation``'s for ``task.classify.head: generation``."""
+    classify = cfg.task.classify
+    if classify.label_separator is not None and cfg.data.label_names:
+        raise ConfigError(
+            "task.classify.label_separator and data.label_names are both set; label_names already names each "
+            "label value's class.\n  fix: map the fine labels to classes in data.label_names, or drop one of them"
+        )
+    if classify.head == "generation":
+        from tunesmith.recipes import classify_generation
 
-
-def score_records(
-    predictions: Sequence[dict[str, Any]], records: Sequence[Labeled], cfg: RunConfig
-) -> dict[str, float]:
-    labels = scored_labels(predictions, records)
-    gold = [r.label for r in records]
-    metrics = classification_metrics([p["prediction"] for p in predictions], gold, labels)
-    if predictions and all(p.get("probabilities") for p in predictions):
-        matrix = [[p["probabilities"].get(label, 0.0) for label in labels] for p in predictions]
-        probability = probability_metrics(matrix, gold, labels)
-        probability.pop("constrained_accuracy", None)  # predictions already are the most probable class
-        metrics |= probability
-    return metrics
-
-
-def row_correct(prediction: dict[str, Any], record: Labeled) -> bool:
-    return prediction["prediction"] == record.label
-
-
-def details(predictions: Sequence[dict[str, Any]], records: Sequence[Labeled], cfg: RunConfig) -> dict[str, Any]:
-    """Per-class metrics, confusion matrix, and the error analysis (per class, per input length, most confident)."""
-    labels = scored_labels(predictions, records)
-    gold = [r.label for r in records]
-    predicted = [p["prediction"] for p in predictions]
-    out = classification_details(predicted, gold, labels)
-    inputs = [f"{r.text}\n\n{r.text_pair}" if r.text_pair else r.text for r in records]
-    correct = [p == g for p, g in zip(predicted, gold, strict=True)]
-    confidences = [p.get("confidence") for p in predictions]
-    out["errors"] = error_analysis(inputs, gold, predicted, correct, confidences)
-    return out
-
-
-def baselines(train: Sequence[Record], records: Sequence[Labeled], cfg: RunConfig) -> dict[str, list[dict]]:
-    """Majority class of the training split, with the class frequencies as its probabilities."""
-    counts = Counter(r.label for r in train if isinstance(r, Labeled))
-    if not counts:
-        return {}
-    labels = sorted(counts)
-    total = sum(counts.values())
-    priors = [counts[label] / total for label in labels]
-    return {"majority_class": [prediction(labels, priors) for _ in records]}
+        if not cfg.data.label_names:
+            raise ConfigError(
+                "task.classify.head is 'generation' but data.label_names is not set; the model answers with "
+                "label words.\n  fix: name a word for each label value, e.g. data.label_names: {0: negative, "
+                "1: positive}"
+            )
+        return classify_generation.RECIPE
+    return RECIPE

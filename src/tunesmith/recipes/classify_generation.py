@@ -15,28 +15,22 @@ from typing import Any
 
 import torch
 
-from tunesmith.config import RunConfig
+from tunesmith.core.config import RunConfig
+from tunesmith.core.progress import track
 from tunesmith.data.convert import to_chat
 from tunesmith.data.records import Chat, Labeled, Message
 from tunesmith.data.render import IGNORE_INDEX, Encoded, encode_chat
 from tunesmith.engine.lm_loss import capture_final_hidden, fast_path_possible, unwrap
 from tunesmith.engine.loop import TaskFns
-from tunesmith.engine.progress import track
 from tunesmith.recipes import sft
-from tunesmith.recipes.classify import baselines, convert, details, prediction, row_correct, score_records
-
-__all__ = ["baselines", "convert", "details", "row_correct", "score_records"]
+from tunesmith.recipes.common.labels import baselines, convert, details, prediction, row_correct, score_records
+from tunesmith.recipes.contract import EngineTraining, Recipe, TaskEvaluation
 
 NAME = "classify"
 ACCEPTS = (Labeled,)
 PEFT_TASK_TYPE = "CAUSAL_LM"
 PACKS = True
 METHODS = None
-GENERATIVE = False  # evaluated by tunesmith.task_evaluation with label-constrained predictions
-BASE_IS_MEANINGFUL = True  # a chat model can answer zero-shot
-
-load_model = sft.load_model
-auto_class = sft.auto_class
 
 
 def as_chat(record: Labeled, cfg: RunConfig, answer: str | None = None) -> Chat:
@@ -114,3 +108,27 @@ def predict_records(
 def predict_texts(model: Any, tokenizer: Any, texts: Sequence[str], cfg: RunConfig) -> list[dict[str, Any]]:
     """Predictions for raw input texts (``tunesmith predict``, ``/v1/classify``)."""
     return predict_records(model, tokenizer, [Labeled(text, "") for text in texts], cfg, "predict")
+
+
+RECIPE = Recipe(
+    name=NAME,
+    accepts=ACCEPTS,
+    peft_task_type=PEFT_TASK_TYPE,
+    packs=PACKS,
+    methods=METHODS,
+    convert=convert,
+    load_model=sft.load_model,
+    auto_class=sft.auto_class,
+    training=EngineTraining(encode_row, train_fns),
+    evaluation=TaskEvaluation(
+        predict_records,  # label-constrained: each label's answer likelihood, no free text parsed
+        score_records,
+        base_is_meaningful=True,  # a chat model can answer zero-shot
+        row_correct=row_correct,
+        baselines=baselines,
+        details=details,
+    ),
+    predict_texts=predict_texts,
+    annotator="classifier",
+    chat_replies=sft.predict,  # still a chat model: it can be served and chatted with
+)

@@ -28,24 +28,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tunesmith.config import RunConfig
+from tunesmith.core.config import RunConfig
+from tunesmith.core.progress import track
 from tunesmith.data.formats import RowError
 from tunesmith.data.records import Pair, Record, Text
 from tunesmith.data.render import IGNORE_INDEX
 from tunesmith.engine.loop import Batch, TaskFns
 from tunesmith.engine.packing import model_inputs, pack
-from tunesmith.engine.progress import track
+from tunesmith.recipes.contract import EngineTraining, Recipe, TaskEvaluation
 from tunesmith.recipes.sft import auto_class, load_model
-
-# The recipe contract's causal-LM hooks, shared with sft (re-exported: the pipeline looks them up here).
-__all__ = ["auto_class", "load_model"]
 
 NAME = "lm"
 ACCEPTS = (Text, Pair)  # Pair: its source text is the document (e.g. SciTLDR's abstracts)
 PEFT_TASK_TYPE = "CAUSAL_LM"
 PACKS = True
 METHODS = None
-BASE_IS_MEANINGFUL = True
 EVAL_LOGITS_BUDGET = 1 << 27  # logits (floats) per evaluation forward pass: rows x length x vocabulary
 
 
@@ -203,3 +200,22 @@ def describe(record: Text) -> dict[str, str]:
     """The start of the document, shown beside its scores."""
     text = " ".join(record.text.split())
     return {"input": text if len(text) <= 300 else text[:297] + "..."}
+
+
+RECIPE = Recipe(
+    name=NAME,
+    accepts=ACCEPTS,
+    peft_task_type=PEFT_TASK_TYPE,
+    packs=PACKS,
+    methods=METHODS,
+    convert=convert,
+    load_model=load_model,
+    auto_class=auto_class,
+    training=EngineTraining(encode_row, train_fns),
+    evaluation=TaskEvaluation(predict_records, score_records, base_is_meaningful=True, describe=describe),
+    hands_on_model=True,
+)
+
+
+def recipe(cfg: RunConfig) -> Recipe:
+    return RECIPE

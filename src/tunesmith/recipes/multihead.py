@@ -21,20 +21,17 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
 
-from tunesmith.config import RunConfig
+from tunesmith.core.config import RunConfig
+from tunesmith.core.errors import ConfigError
 from tunesmith.engine.loop import Batch, TaskFns
-from tunesmith.errors import ConfigError
+from tunesmith.recipes.contract import ChatEvaluation, EngineTraining, Recipe
 
 NAME = "multihead"
-PEFT_TASK_TYPE = None
-PACKS = False
 METHODS = ("full",)
-GENERATIVE = False
 
 
 @dataclass
@@ -76,32 +73,40 @@ class MultiHeadModel(torch.nn.Module):
             model.save_pretrained(Path(folder) / name, **kwargs)
 
 
+def multihead_recipe(tasks: dict[str, tuple[Recipe, RunConfig]], labels: Callable[[str], list[str] | None]) -> Recipe:
+    """The recipe of a multi-task run whose tasks have their own heads: ``tasks`` maps a task name to (its recipe,
+    its config); ``labels(task)`` is that task's label set. Each task is evaluated by its own recipe."""
+    for name, (recipe, _) in tasks.items():
+        generative = recipe.peft_task_type == "CAUSAL_LM" or isinstance(recipe.evaluation, ChatEvaluation)
+        if generative or not isinstance(recipe.training, EngineTraining):
+            raise ConfigError(
+                f"data.mix task '{name}' ({recipe.name}) has no task head; a shared backbone with a head per task "
+                "takes head tasks (classify, tag, qa).\n  fix: give every dataset the same generative task "
+                "(text-to-text multi-task) instead"
+            )
+    heads = MultiHead(tasks, labels)
+    main = next(iter(tasks.values()))[0]
+    return Recipe(
+        name=NAME,
+        accepts=main.accepts,
+        peft_task_type=None,
+        packs=False,
+        methods=METHODS,
+        convert=heads.convert,
+        load_model=heads.load_model,
+        auto_class=heads.auto_class,
+        training=EngineTraining(heads.encode_row, heads.train_fns),
+        evaluation=main.evaluation,  # not used: the pipeline evaluates each task with its own recipe
+    )
+
+
 class MultiHead:
-    """The recipe contract for a multi-task run whose tasks have their own heads (see ``tunesmith.recipes``)."""
+    """One backbone, a head per task: the tasks' recipes composed (see the module docstring)."""
 
-    NAME = NAME
-    PEFT_TASK_TYPE = PEFT_TASK_TYPE
-    PACKS = PACKS
-    METHODS = METHODS
-    GENERATIVE = GENERATIVE
-
-    def __init__(
-        self, tasks: dict[str, tuple[ModuleType, RunConfig]], labels: Callable[[str], list[str] | None]
-    ) -> None:
-        """``tasks``: task name -> (its recipe, its config); ``labels(task)``: that task's label set."""
+    def __init__(self, tasks: dict[str, tuple[Recipe, RunConfig]], labels: Callable[[str], list[str] | None]) -> None:
         self.tasks = tasks
         self.task_labels = labels
         self.encoded: dict[str, list[int]] = {name: [0, 0] for name in tasks}  # task -> [examples, targets]
-        main_recipe = next(iter(tasks.values()))[0]
-        self.ACCEPTS = main_recipe.ACCEPTS
-        self.BASE_IS_MEANINGFUL = False
-        for name, (recipe, _) in tasks.items():
-            if recipe.PEFT_TASK_TYPE == "CAUSAL_LM" or getattr(recipe, "GENERATIVE", False) or hasattr(recipe, "train"):
-                raise ConfigError(
-                    f"data.mix task '{name}' ({recipe.NAME}) has no task head; a shared backbone with a head per task "
-                    "takes head tasks (classify, tag, qa).\n  fix: give every dataset the same generative task "
-                    "(text-to-text multi-task) instead"
-                )
 
     def convert(self, record: Any, cfg: RunConfig) -> Any:
         recipe, task_cfg = next(iter(self.tasks.values()))
@@ -120,7 +125,7 @@ class MultiHead:
     def encode_row(self, record: Any, tokenizer: Any, cfg: RunConfig) -> TaskExample:
         task = record.meta["task"]
         recipe, task_cfg = self.tasks[task]
-        example = recipe.encode_row(record, tokenizer, task_cfg)
+        example = _engine(recipe).encode_row(record, tokenizer, task_cfg)
         if example.n_targets:
             self.encoded[task][0] += 1
             self.encoded[task][1] += example.n_targets
@@ -131,7 +136,10 @@ class MultiHead:
         return targets / examples if examples else 1.0
 
     def train_fns(self, tokenizer: Any, cfg: RunConfig, pack_len: int | None = None) -> TaskFns:
-        fns = {name: recipe.train_fns(tokenizer, task_cfg, None) for name, (recipe, task_cfg) in self.tasks.items()}
+        fns = {
+            name: _engine(recipe).train_fns(tokenizer, task_cfg, None)
+            for name, (recipe, task_cfg) in self.tasks.items()
+        }
 
         def collate(examples: Sequence[TaskExample]) -> Batch:
             by_task: dict[str, list[Any]] = defaultdict(list)
@@ -168,3 +176,8 @@ def split_batch(batch: Batch) -> dict[str, Batch]:
         task, key = flat_key.split("/", 1)
         parts[task][key] = value
     return dict(parts)
+
+
+def _engine(recipe: Recipe) -> EngineTraining:
+    assert isinstance(recipe.training, EngineTraining)  # checked in multihead_recipe
+    return recipe.training

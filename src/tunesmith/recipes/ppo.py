@@ -14,29 +14,18 @@ from typing import Any
 
 import torch
 
-from tunesmith.config import RlConfig, RunConfig
-from tunesmith.recipes import rl_common
-from tunesmith.recipes.rewards import build_reward
-from tunesmith.recipes.rl_common import Setup, masked_mean, reference, reference_copy, token_logps
+from tunesmith.core.config import RlConfig, RunConfig
+from tunesmith.recipes.common import rl as rl_common
+from tunesmith.recipes.common.reward_fns import build_reward
+from tunesmith.recipes.common.rl import Setup, masked_mean, reference, reference_copy, token_logps
+from tunesmith.recipes.contract import OwnEvaluation, OwnLoop, Recipe
+from tunesmith.recipes.sft import predict as chat_replies
 
 NAME = "ppo"
 ACCEPTS = rl_common.ACCEPTS
 PEFT_TASK_TYPE = "CAUSAL_LM"
 PACKS = False
 METHODS = ("full", "freeze", "lora", "qlora", "ia3")
-
-
-# The recipe contract's data and model hooks are those of every RL recipe.
-convert, load_model, auto_class, encode_row = (
-    rl_common.convert,
-    rl_common.load_model,
-    rl_common.auto_class,
-    rl_common.encode_row,
-)
-
-
-def train_fns(tokenizer: Any, cfg: RunConfig, pack_len: int | None = None) -> Any:
-    raise NotImplementedError("ppo trains with its own rollout loop (ppo.train), not the fixed-dataset engine")
 
 
 class AdaptiveKL:
@@ -99,7 +88,7 @@ def ppo_losses(
 def train(run: Any, resume: bool = False) -> Any:
     """The PPO loop; writes metrics.jsonl (reward, KL, KL coefficient, entropy, value loss per step), checkpoints
     every ``training.save_every`` steps (``resume`` continues from the newest) and the model and value head."""
-    from tunesmith.engine.progress import StepProgress
+    from tunesmith.core.progress import StepProgress
 
     cfg: RunConfig = run.config
     rl = cfg.task.rl
@@ -165,6 +154,26 @@ def train(run: Any, resume: bool = False) -> Any:
 
 
 def evaluate_run(run: Any, split: str = "test", chats: list[Any] | None = None, out_dir: Any = None) -> dict:
-    from tunesmith.recipes.policy_eval import evaluate_policy_run
+    from tunesmith.recipes.common.policy_eval import evaluate_policy_run
 
     return evaluate_policy_run(run, split, chats, out_dir)
+
+
+RECIPE = Recipe(
+    name=NAME,
+    accepts=ACCEPTS,
+    peft_task_type=PEFT_TASK_TYPE,
+    packs=PACKS,
+    methods=METHODS,
+    convert=rl_common.convert,
+    load_model=rl_common.load_model,
+    auto_class=rl_common.auto_class,
+    training=OwnLoop(train),
+    evaluation=OwnEvaluation(evaluate_run),
+    training_options=rl_common.OWN_LOOP_OPTIONS,
+    chat_replies=chat_replies,  # the tuned model is a chat policy
+)
+
+
+def recipe(cfg: RunConfig) -> Recipe:
+    return RECIPE

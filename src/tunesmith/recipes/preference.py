@@ -9,19 +9,20 @@ ORPO and SimPO need no reference.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
 import torch
 
-from tunesmith.config import RunConfig
+from tunesmith.core.config import RunConfig
 from tunesmith.data.formats import RowError
 from tunesmith.data.records import Feedback, Preference, Record
 from tunesmith.engine.loop import Batch, TaskFns
-from tunesmith.recipes.completions import completion_text, fit, pad_rows, token_ids
-from tunesmith.recipes.preference_losses import dpo_losses, kto_losses, orpo_losses, sequence_logps, simpo_losses
+from tunesmith.recipes.common.pairs import PreferenceExample, collate, encode, is_adapter_model, logps, unwrap
+from tunesmith.recipes.common.preference_losses import dpo_losses, kto_losses, orpo_losses, simpo_losses
+from tunesmith.recipes.contract import EngineTraining, OwnEvaluation, Recipe
 from tunesmith.recipes.sft import auto_class, load_model
+from tunesmith.recipes.sft import predict as chat_replies
 
 # The recipe contract's causal-LM hooks, shared with sft (re-exported: the pipeline looks them up here).
 __all__ = ["auto_class", "load_model"]
@@ -52,55 +53,8 @@ def convert(record: Record, cfg: RunConfig) -> Record:
     )
 
 
-@dataclass
-class PreferenceExample:
-    """One pair (``completions`` = [chosen, rejected]) or one judged reply (``completions`` = [reply], ``label``)."""
-
-    prompt: list[int]
-    completions: list[list[int]]
-    truncated: bool
-    label: bool | None = None
-    source: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def input_ids(self) -> list[int]:
-        return self.prompt + self.completions[0]
-
-    @property
-    def n_targets(self) -> int:
-        return min(len(c) for c in self.completions)
-
-
 def encode_row(record: Preference | Feedback, tokenizer: Any, cfg: RunConfig) -> PreferenceExample:
     return encode(record, tokenizer, cfg.training.max_seq_len)
-
-
-def encode(record: Preference | Feedback, tokenizer: Any, max_len: int) -> PreferenceExample:
-    """Prompt ids shared by the completions; each completion is what the chat template renders after it."""
-    replies = [record.chosen, record.rejected] if isinstance(record, Preference) else [record.completion]
-    prompt_text = ""
-    completions = []
-    for reply in replies:
-        prompt_text, text = completion_text(record.prompt, reply, tokenizer, record.source)
-        completions.append(token_ids(text, tokenizer))
-    prompt, completions, truncated = fit(token_ids(prompt_text, tokenizer), completions, max_len)
-    label = record.label if isinstance(record, Feedback) else None
-    return PreferenceExample(prompt, completions, truncated, label, record.source)
-
-
-def collate(examples: Sequence[PreferenceExample], pad_id: int) -> Batch:
-    """Pairs: rows [chosen..., rejected...]. Judged replies: their rows, labels in ``desirable``, and rows with
-    each prompt given the next example's reply (``kl_*``), whose log-ratio estimates KTO's KL reference point."""
-    if examples[0].label is None:
-        rows = [(e.prompt, e.completions[0]) for e in examples] + [(e.prompt, e.completions[1]) for e in examples]
-        return pad_rows(rows, pad_id)
-    batch = pad_rows([(e.prompt, e.completions[0]) for e in examples], pad_id)
-    batch["desirable"] = torch.tensor([bool(e.label) for e in examples])
-    n = len(examples)
-    mismatched = pad_rows([(e.prompt, examples[(i + 1) % n].completions[0]) for i, e in enumerate(examples)], pad_id)
-    batch |= {f"kl_{k}": v for k, v in mismatched.items()}
-    return batch
 
 
 def count_targets(batch: Batch) -> int:
@@ -112,24 +66,6 @@ def count_targets(batch: Batch) -> int:
 def train_fns(tokenizer: Any, cfg: RunConfig, pack_len: int | None = None) -> TaskFns:
     pad_id = tokenizer.pad_token_id
     return TaskFns(lambda examples: collate(examples, pad_id), count_targets, PreferenceLoss(cfg))
-
-
-def unwrap(model: Any) -> Any:
-    """The model inside accelerate's DDP wrapper, if any."""
-    return getattr(model, "module", model)
-
-
-def is_adapter_model(model: Any) -> bool:
-    from peft import PeftModel
-
-    return isinstance(unwrap(model), PeftModel)
-
-
-def logps(model: Any, batch: Batch, prefix: str = "") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(summed completion log-probs, completion token counts, logits) of the rows ``prefix``input_ids."""
-    out = model(input_ids=batch[f"{prefix}input_ids"], attention_mask=batch[f"{prefix}attention_mask"])
-    total, count = sequence_logps(out.logits, batch[f"{prefix}labels"])
-    return total, count, out.logits
 
 
 class Reference:
@@ -200,6 +136,26 @@ class PreferenceLoss:
 def evaluate_run(run: Any, split: str = "test", chats: list[Any] | None = None, out_dir: Any = None) -> dict:
     """Reward accuracy and margins (test and validation), KL from the reference and win rate: see
     ``tunesmith.recipes.policy_eval``."""
-    from tunesmith.recipes.policy_eval import evaluate_preference_run
+    from tunesmith.recipes.common.policy_eval import evaluate_preference_run
 
     return evaluate_preference_run(run, split, chats, out_dir)
+
+
+RECIPE = Recipe(
+    name=NAME,
+    accepts=ACCEPTS,
+    peft_task_type=PEFT_TASK_TYPE,
+    packs=PACKS,
+    methods=METHODS,
+    convert=convert,
+    load_model=load_model,
+    auto_class=auto_class,
+    training=EngineTraining(encode_row, train_fns),
+    evaluation=OwnEvaluation(evaluate_run),
+    chat_replies=chat_replies,  # the tuned model is a chat policy
+)
+
+
+def recipe(cfg: RunConfig) -> Recipe:
+    """One module for dpo, orpo, simpo and kto: the task name picks the loss."""
+    return replace(RECIPE, name=cfg.task.name)

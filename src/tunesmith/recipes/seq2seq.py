@@ -15,14 +15,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tunesmith.config import RunConfig
+from tunesmith.core.config import RunConfig
+from tunesmith.core.progress import track
 from tunesmith.data.formats import RowError
 from tunesmith.data.records import Chat, Labeled, Pair, Record
 from tunesmith.engine.loop import Batch, TaskFns
-from tunesmith.engine.progress import track
 from tunesmith.metrics.generation import generation_metrics
 from tunesmith.metrics.text import exact_match
 from tunesmith.models.resolve import ResolvedModel
+from tunesmith.recipes.contract import EngineTraining, Recipe, TaskEvaluation
 
 NAME = "seq2seq"
 ACCEPTS = (Pair, Chat, Labeled)  # prompt/completion and single-turn chats; labels as words (T5's text-to-text)
@@ -33,7 +34,6 @@ METHOD_REASONS = {
     "prune": "it drops the layers of a causal LM that change its hidden state least, and an encoder-decoder "
     "has two stacks joined by cross-attention"
 }
-BASE_IS_MEANINGFUL = True  # a pre-trained T5/BART answers zero-shot (e.g. flan-t5 with "summarize: ")
 IGNORE_INDEX = -100
 
 
@@ -223,3 +223,28 @@ def score_records(predictions: Sequence[dict[str, Any]], records: Sequence[Pair]
 def describe(record: Pair) -> dict[str, str]:
     """The input and reference shown beside predictions (``predictions.jsonl``, the report's samples)."""
     return {"input": source_text(record), "reference": references(record)[0]}
+
+
+RECIPE = Recipe(
+    name=NAME,
+    accepts=ACCEPTS,
+    peft_task_type=PEFT_TASK_TYPE,
+    packs=PACKS,
+    methods=METHODS,
+    convert=convert,
+    load_model=load_model,
+    auto_class=auto_class,
+    training=EngineTraining(encode_row, train_fns),
+    evaluation=TaskEvaluation(
+        predict_records,
+        score_records,
+        base_is_meaningful=True,  # a pre-trained T5/BART answers zero-shot (e.g. flan-t5 with "summarize: ")
+        describe=describe,
+    ),
+    method_reasons=METHOD_REASONS,
+    predicts_targets=True,
+)
+
+
+def recipe(cfg: RunConfig) -> Recipe:
+    return RECIPE

@@ -17,14 +17,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tunesmith.config import RunConfig
+from tunesmith.core.config import RunConfig
+from tunesmith.core.errors import ConfigError
+from tunesmith.core.progress import track
 from tunesmith.data.formats import RowError
 from tunesmith.data.records import Record, Tagged
 from tunesmith.engine.loop import Batch, TaskFns
-from tunesmith.engine.progress import track
-from tunesmith.errors import ConfigError
 from tunesmith.metrics.tagging import entities, is_entity_scheme, per_type, tagging_metrics
 from tunesmith.models.resolve import ResolvedModel
+from tunesmith.recipes.contract import EngineTraining, Recipe, TaskEvaluation
 
 NAME = "tag"
 ACCEPTS = (Tagged,)
@@ -33,7 +34,6 @@ PACKS = False
 # qlora needs a GPU and a decoder; prune drops decoder layers by their effect on the next-token stream. Both are
 # meant for causal LMs; a token-classification head on an encoder is small enough to train in full or with LoRA.
 METHODS = ("full", "freeze", "lora", "prefix", "prompt", "ia3", "adapter")
-BASE_IS_MEANINGFUL = False  # a freshly initialised tag head predicts noise
 IGNORE_INDEX = -100
 
 
@@ -71,8 +71,9 @@ def tag_set(cfg: RunConfig) -> list[str]:
     training split's tags, sorted. Read here because batches need tag ids before the run hands over a model."""
     if cfg.data.labels:
         return cfg.data.labels
+    from tunesmith.core.fs import read_jsonl
+    from tunesmith.core.rundir import RunDir
     from tunesmith.data.records import record_from_dict
-    from tunesmith.io import RunDir, read_jsonl
 
     path = RunDir(cfg.run_dir).split("train")
     found = labels(record_from_dict(row) for row in read_jsonl(path)) if path.is_file() else None
@@ -289,3 +290,29 @@ def details(predictions: Sequence[dict[str, Any]], records: Sequence[Tagged], cf
     if not is_entity_scheme({t for g in gold for t in g}):
         return {}
     return {"per_type": per_type(predicted, gold)}
+
+
+RECIPE = Recipe(
+    name=NAME,
+    accepts=ACCEPTS,
+    peft_task_type=PEFT_TASK_TYPE,
+    packs=PACKS,
+    methods=METHODS,
+    convert=convert,
+    load_model=load_model,
+    auto_class=auto_class,
+    training=EngineTraining(encode_row, train_fns),
+    evaluation=TaskEvaluation(
+        predict_records,
+        score_records,
+        base_is_meaningful=False,  # a freshly initialised tag head predicts noise
+        baselines=baselines,
+        details=details,
+        describe=describe,
+    ),
+    labels=labels,  # every tag seen in training, not one label per row
+)
+
+
+def recipe(cfg: RunConfig) -> Recipe:
+    return RECIPE

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from tunesmith.run import Run
+from tunesmith.pipeline.run import Run
 
 
 def serve(runs: list[Run], host: str, port: int, api_key: str | None, max_tokens: int, max_body_bytes: int) -> None:
     """Load the runs (LoRA adapters on one base share it) and serve them until interrupted."""
     import uvicorn
 
-    from tunesmith.inference import Sampling, chat_prompt, generate, load_pool
     from tunesmith.server.app import Limits, create_app
+    from tunesmith.ship.inference import Sampling, chat_prompt, generate, load_pool
 
     pool = load_pool(runs)
     for served in pool.models.values():  # warm up: the first generate() in a process is several times slower

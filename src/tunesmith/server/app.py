@@ -23,8 +23,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from tunesmith.inference import Generation, ModelPool, Sampling, Served, chat_prompt, generate, text_prompt
 from tunesmith.server import schemas
+from tunesmith.ship.inference import Generation, ModelPool, Sampling, Served, chat_prompt, generate, text_prompt
 
 log = logging.getLogger("tunesmith.server")
 Body = TypeVar("Body", bound=BaseModel)

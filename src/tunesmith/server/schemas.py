@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tunesmith.inference import Generation
+from tunesmith.ship.inference import Generation
 
 
 class _Body(BaseModel):

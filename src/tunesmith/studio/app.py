@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, PackageLoader
 
-from tunesmith.errors import TunesmithError
+from tunesmith.core.errors import TunesmithError
 from tunesmith.studio.pages import pages
 from tunesmith.studio.store import Conflict
-
-_env = Environment(loader=PackageLoader("tunesmith", "studio/templates"), autoescape=True)
-
-
-def render(template: str, active: str, **context: Any) -> str:
-    """A page inside the shared layout (menu of every page, the active one marked)."""
-    return _env.get_template(template).render(pages=pages(), active=active, **context)
 
 
 def create_app() -> FastAPI:
     from importlib.resources import files
 
     app = FastAPI(title="tunesmith studio", docs_url="/api/docs", redoc_url=None)
+    app.state.pages = pages()
     app.mount("/static", StaticFiles(directory=str(files("tunesmith") / "studio" / "static")), name="static")
     for page in pages():
         app.include_router(page.router)

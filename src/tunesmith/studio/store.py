@@ -19,8 +19,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from tunesmith.core.errors import DataError, TunesmithError
 from tunesmith.data.labelfile import MODEL, LabelFile, LabelSet, label_text, read_label_file, writable_kind
-from tunesmith.errors import DataError, TunesmithError
 
 TRAIL = "annotations.jsonl"
 HUMAN = "human"

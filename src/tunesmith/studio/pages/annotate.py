@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from tunesmith.core.errors import DataError
+from tunesmith.core.fs import read_json
 from tunesmith.data.labelfile import LabelSet
-from tunesmith.errors import DataError
-from tunesmith.io import read_json
+from tunesmith.studio.layout import render
 from tunesmith.studio.pages import Page
 from tunesmith.studio.store import Change, agreement_with_file, apply_change, load_rows
 
@@ -19,10 +20,8 @@ router = APIRouter()
 
 
 @router.get("/annotate", response_class=HTMLResponse, include_in_schema=False)
-def page() -> str:
-    from tunesmith.studio.app import render
-
-    return render("annotate.html.j2", active="annotate")
+def page(request: Request) -> str:
+    return render(request, "annotate.html.j2", active="annotate")
 
 
 @router.get("/api/annotate/rows")

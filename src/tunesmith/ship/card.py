@@ -1,0 +1,219 @@
+"""A model card (README.md) for an exported run, written from what the run directory records.
+
+Base model, data (row counts, rejects, licence lines of each data file's SOURCE.md), method, hyperparameters,
+training summary, base vs tuned metrics and limitations: nothing in it is typed by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunesmith.core.config import METHOD_SECTIONS
+from tunesmith.core.environment import summary
+from tunesmith.core.fs import read_json, write_text
+from tunesmith.pipeline.trained import TrainedRun
+
+USAGE_MERGED = """```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{path}")
+model = AutoModelForCausalLM.from_pretrained("{path}")
+messages = [{{"role": "user", "content": "..."}}]
+inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+reply = model.generate(**inputs, max_new_tokens=64)  # stops at the chat template's end of turn
+print(tokenizer.decode(reply[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+```"""
+
+USAGE_ADAPTER = """```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+base = AutoModelForCausalLM.from_pretrained("{base}")
+model = PeftModel.from_pretrained(base, "{path}")
+tokenizer = AutoTokenizer.from_pretrained("{path}")
+```"""
+
+
+# The hub ids of the offline aliases (models/resolve.py), so the card names a base model anyone can load.
+ALIAS_HUB_IDS = {
+    "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
+}
+
+
+def write_model_card(
+    run: TrainedRun, path: Path, kind: str, dtype: str, max_logit_diff: float, checks: dict[str, Any], folder_name: str
+) -> None:
+    write_text(path, model_card(run, kind, dtype, max_logit_diff, checks, folder_name))
+
+
+def model_card(
+    run: TrainedRun, kind: str, dtype: str, max_logit_diff: float, checks: dict[str, Any], folder_name: str
+) -> str:
+    gguf = checks.get("gguf")
+    cfg = run.config
+    name = run.dir.root.name
+    base = ALIAS_HUB_IDS.get(cfg.model.name, cfg.model.name)
+    on_hub = base.count("/") == 1 and not Path(base).expanduser().exists()
+    library = "peft" if kind == "adapter" else "transformers"
+    front = {
+        **({"base_model": base} if on_hub else {}),  # the hub's metadata wants a hub id, not a local path
+        "library_name": library,
+        "pipeline_tag": "text-generation",
+        "tags": ["tunesmith", cfg.task.name, cfg.method.name],
+    }
+    lora = cfg.method.name in ("lora", "qlora")
+    method = f"{cfg.method.name} (r {cfg.method.lora.r}, alpha {cfg.method.lora.alpha})" if lora else cfg.method.name
+    form = {"adapter": "LoRA adapter only (peft layout)", "merged": "LoRA merged into the base weights", "full": ""}
+    sections = [
+        f"---\n{yaml.safe_dump(front, sort_keys=False)}---",
+        f"# {name}",
+        f"`{cfg.model.name}` fine-tuned with tunesmith: task `{cfg.task.name}`, method {method}. "
+        f"This export: {form[kind] or 'all weights'}, {dtype}.",
+        "## Base model\n\n"
+        f"`{base}`{f' (revision {cfg.model.revision})' if cfg.model.revision else ''}"
+        f"{f', used through the tunesmith alias `{cfg.model.name}`' if base != cfg.model.name else ''}. "
+        "Its licence and terms of use apply to this model as well.",
+        "## Data\n\n" + _data_section(run),
+        "## Method and hyperparameters\n\n" + _hyperparameters(cfg.model_dump(mode="json")),
+        "## Training\n\n" + _training(run),
+        "## Environment\n\n" + _environment(run),
+        "## Evaluation\n\n" + _evaluation(run),
+        "## Use\n\n" + (USAGE_ADAPTER if kind == "adapter" else USAGE_MERGED).format(path=folder_name, base=base),
+        "## Export check\n\n"
+        f"This folder was loaded back with plain transformers{' and peft' if kind == 'adapter' else ''} after "
+        f"writing, and its logits on {checks['probes']} conversations from the run's data were compared with the "
+        f"run's tuned model computed in fp64: max |difference| {max_logit_diff:.2e}"
+        + (
+            f" (required: at most {checks['allowed_fp32']:.1e}; the run's own fp32 outputs are "
+            f"{checks['fp32_noise']:.1e} from the fp64 ones)."
+            if dtype == "fp32"
+            else f" ({dtype} rounding of the weights)."
+        )
+        + (
+            f"\n\n`gguf/{gguf['file']}` (for llama.cpp and compatible runtimes) was loaded back with transformers: "
+            f"max |logit difference| {gguf['max_logit_diff']:.2e} at a logit scale of {gguf['logit_scale']:.2f}."
+            if gguf
+            else ""
+        ),
+        "## Limitations\n\n" + _limitations(run),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def _environment(run: TrainedRun) -> str:
+    """Where the run was trained (``environment.json``), as a list; says so when the run did not record it."""
+    if not run.dir.environment.is_file():
+        return "- not recorded (this run was made by a tunesmith older than environment.json)"
+    return "\n".join(f"- {label}: {value}" for label, value in summary(read_json(run.dir.environment)))
+
+
+def _data_section(run: TrainedRun) -> str:
+    cfg = run.config.data
+    report_path = run.dir.data / "report.json"
+    report = read_json(report_path) if report_path.is_file() else {}
+    lines = []
+    for split in ("train", "validation", "test"):
+        source = getattr(cfg, split, None)
+        rows = report.get("rows", {}).get(split)
+        if rows is None and not source:
+            continue
+        where = f"`{Path(source).name}`" if source else "held out from train"
+        lines.append(f"- {split}: {rows if rows is not None else '?'} rows from {where}")
+    if report:
+        lines.append(f"- rows rejected while preparing: {report.get('rejected', 0)}")
+    if cfg.prompt_template:
+        lines.append(f"- prompt template: `{cfg.prompt_template!r}`; target: `{cfg.completion_template!r}`")
+    licences = _licence_lines(cfg)
+    if licences:
+        lines.append("\nLicence notes from the data's SOURCE.md:\n")
+        lines += [f"> {line}" for line in licences]
+    else:
+        lines.append("- licence: not recorded next to the data files; check it before sharing this model")
+    return "\n".join(lines)
+
+
+def _licence_lines(cfg: Any) -> list[str]:
+    """Lines that mention a licence in a SOURCE.md next to the data files (the project's convention)."""
+    found: list[str] = []
+    for split in ("train", "validation", "test"):
+        source = getattr(cfg, split, None)
+        card = Path(source).parent / "SOURCE.md" if source else None
+        if card and card.is_file():
+            paragraphs = card.read_text(encoding="utf-8").split("\n\n")
+            for paragraph in paragraphs:
+                text = " ".join(paragraph.split())
+                if "licen" in text.lower() and text not in found:
+                    found.append(text)
+    return found
+
+
+def _hyperparameters(config: dict[str, Any]) -> str:
+    rows = ["| setting | value |", "|---|---|"]
+    method = dict(config.get("method", {}))
+    used = METHOD_SECTIONS.get(method.get("name"), ())
+    method = {k: v for k, v in method.items() if not isinstance(v, dict) or k in used}  # only the method's own
+    for section, values in (("task", config.get("task", {})), ("method", method), ("training", config["training"])):
+        for key, value in _flatten(values, section):
+            rows.append(f"| `{key}` | `{value}` |")
+    return "\n".join(rows)
+
+
+def _flatten(node: Any, prefix: str) -> list[tuple[str, Any]]:
+    if isinstance(node, dict):
+        return [item for key, value in node.items() for item in _flatten(value, f"{prefix}.{key}")]
+    return [(prefix, node)]
+
+
+def _training(run: TrainedRun) -> str:
+    info = run.dir.read_state()["stages"].get("train", {})
+    if not info:
+        return "Not recorded."
+    parts = [f"{info['steps']} optimizer steps"] if "steps" in info else []
+    for key, label in (("train_loss", "final training loss"), ("val_loss", "validation loss")):
+        if info.get(key) is not None:
+            parts.append(f"{label} {info[key]:.4f}")
+    if "tokens" in info:
+        parts.append(f"{info['tokens']:,} tokens")
+    if "seconds" in info:
+        parts.append(f"{info['seconds']} s")
+    return ", ".join(parts) + "."
+
+
+def _evaluation(run: TrainedRun) -> str:
+    path = run.dir.eval / "metrics.json"
+    if not path.is_file():
+        return "This run was not evaluated (eval.enabled was false or evaluation did not finish)."
+    metrics = read_json(path)
+    columns = [c for c in ("base", "tuned") if c in metrics]
+    header = "| metric | " + " | ".join(columns) + (" | delta |" if len(columns) == 2 else " |")
+    rows = [header, "|---" * (len(columns) + 1 + (len(columns) == 2)) + "|"]
+    for metric in metrics["tuned"]:
+        values = [metrics[c].get(metric) for c in columns]
+        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in values]
+        if len(columns) == 2 and all(isinstance(v, int | float) for v in values):
+            cells.append(f"{values[1] - values[0]:+.4f}")
+        rows.append(f"| {metric} | " + " | ".join(cells) + " |")
+    test_rows = run.dir.read_state()["stages"].get("evaluate", {}).get("rows", "?")
+    return (
+        f"Greedy answers on {test_rows} test rows; `base` is the base model asked the same prompts zero-shot.\n\n"
+        + "\n".join(rows)
+    )
+
+
+def _limitations(run: TrainedRun) -> str:
+    cfg = run.config
+    items = [
+        "It inherits the base model's knowledge, biases and licence; fine-tuning does not remove them.",
+        "The scores above come from one test slice of the same source as the training data; expect lower "
+        "scores on other kinds of text.",
+        "Prompt it the way it was trained: the chat template in this folder"
+        + (f" with the prompt template `{cfg.data.prompt_template!r}`" if cfg.data.prompt_template else "")
+        + (f" and the system prompt `{cfg.task.system_prompt!r}`" if cfg.task.system_prompt else "")
+        + ".",
+        f"Trained on sequences of at most {cfg.training.max_seq_len} tokens; longer inputs were truncated.",
+    ]
+    return "\n".join(f"- {item}" for item in items)
