@@ -254,6 +254,7 @@ def estimate(
     from tunesmith.models.adapt import supports_packing
     from tunesmith.models.load import load_tokenizer
     from tunesmith.models.resolve import resolve_model
+    from tunesmith.pipeline.encoding import encode_split
     from tunesmith.pipeline.run import Run
 
     run_ = Run.from_file(config, overrides)
@@ -264,7 +265,7 @@ def estimate(
     resolved = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(cfg.model, resolved)
     ensure_chat_template(tokenizer)
-    examples = run_._encode_split("train", tokenizer)
+    examples = encode_split(run_, "train", tokenizer)
     model_config = AutoConfig.from_pretrained(resolved.location, trust_remote_code=cfg.model.trust_remote_code)
     result = predict_cost(
         model_config,

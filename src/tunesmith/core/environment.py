@@ -80,26 +80,11 @@ def _tunesmith(missing: list[str]) -> dict[str, Any]:
     if not (checkout / ".git").exists():
         missing.append("git commit: tunesmith is not installed from a git checkout")
         return info
-    git = shutil.which("git")
-    if git is None:
-        missing.append("git commit: the git command is not installed")
+    head = _output(["git", "-C", str(checkout), "rev-parse", "HEAD"], "git commit", missing)
+    if head is None:
         return info
-    try:
-        head = subprocess.run(
-            [git, "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        )
-        status = subprocess.run(
-            [git, "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        missing.append(f"git commit: {exc}")
-        return info
-    info["git_commit"] = head.stdout.strip()
-    info["git_dirty"] = bool(status.stdout.strip())
+    status = _output(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"], "git", missing)
+    info["git_commit"], info["git_dirty"] = head.strip(), None if status is None else bool(status.strip())
     return info
 
 
@@ -160,25 +145,23 @@ def _gpus(missing: list[str]) -> list[dict[str, Any]]:
 
 
 def _nvidia_driver(missing: list[str]) -> str | None:
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        missing.append("GPU driver: nvidia-smi is not on PATH")
+    out = _output(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], "GPU driver", missing)
+    return out.strip().splitlines()[0] if out and out.strip() else None
+
+
+def _output(command: list[str], what: str, missing: list[str]) -> str | None:
+    """A command's stdout; None, with the reason added to ``missing``, when it is not installed or fails."""
+    if shutil.which(command[0]) is None:
+        missing.append(f"{what}: the {command[0]} command is not installed")
         return None
     try:
-        out = subprocess.run(
-            [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        )
+        return subprocess.run(command, capture_output=True, text=True, timeout=20, check=True).stdout
     except (OSError, subprocess.SubprocessError) as exc:
-        missing.append(f"GPU driver: nvidia-smi failed ({exc})")
+        missing.append(f"{what}: {command[0]} failed ({exc})")
         return None
-    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
 
 
-if __name__ == "__main__":  # python -m tunesmith.environment: what a run here would record
+if __name__ == "__main__":  # python -m tunesmith.core.environment: what a run here would record
     import json
 
     json.dump(collect({}), sys.stdout, indent=2)

@@ -5,19 +5,17 @@ weights (``trainable.safetensors``), optimizer and scheduler state and every pro
 (``state.pt``), and the step and counters (``trainer_state.json``). The data position needs no state:
 the batches of a step are a pure function of (seed, step), see ``batching.py``.
 
-Weights are gathered under FSDP and ZeRO-3 (``trainable_state``). The optimizer state is saved as one process
-sees it (single process, DDP), under FSDP gathered whole and keyed by parameter name (``optimizer_by_name``;
-every rank takes its shard of it back on resume), and under DeepSpeed ZeRO one partition per rank
-(``zero-optimizer-rank-R.pt``).
+Weights are gathered under FSDP and ZeRO-3 (``distributed.trainable_state``). The optimizer state is saved as
+one process sees it (single process, DDP), under FSDP gathered whole and keyed by parameter name
+(``optimizer_by_name``; every rank takes its shard of it back on resume), and under DeepSpeed ZeRO one partition
+per rank (``zero-optimizer-rank-R.pt``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
 import re
 import shutil
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +23,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from tunesmith.errors import TunesmithError
-from tunesmith.io import atomic_dir, read_json, write_json
+from tunesmith.core.errors import TunesmithError
+from tunesmith.core.fs import atomic_dir, read_json, write_json
+from tunesmith.engine.distributed import (
+    assign,
+    distributed_kind,
+    gathered,
+    is_deepspeed,
+    shards_weights,  # noqa: F401  (re-exported until importers move to `tunesmith.engine`)
+    trainable_parameters,
+    trainable_state,
+    whole_state_dict,  # noqa: F401  (re-exported until importers move to `tunesmith.engine`)
+)
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 WEIGHTS, STATE, INFO = "trainable.safetensors", "state.pt", "trainer_state.json"
@@ -149,56 +157,9 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, acce
     return Resumed(int(info["step"]), info, path)
 
 
-def distributed_kind(accelerator: Any) -> str:
-    """accelerate's distributed type as a plain name: NO, MULTI_CPU, MULTI_GPU, FSDP, DEEPSPEED, ..."""
-    return str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
-
-
-def is_deepspeed(accelerator: Any) -> bool:
-    return distributed_kind(accelerator) == "DEEPSPEED"
-
-
 def zero_file(rank: int) -> str:
     """One rank's DeepSpeed ZeRO optimizer partition inside a checkpoint."""
     return f"zero-optimizer-rank-{rank}.pt"
-
-
-def trainable_state(model: Any, accelerator: Any) -> dict[str, torch.Tensor]:
-    """The trainable weights as full CPU tensors, on every rank (call on every rank: gathering is a collective).
-
-    Single-process, DDP and ZeRO-1/2: read directly. DeepSpeed ZeRO-3 partitions each parameter and FSDP shards
-    it (a DTensor): only the trainable ones are gathered, not the whole model.
-    """
-    params = trainable_parameters(accelerator.unwrap_model(model))
-    with gathered(p for _, p in params):
-        return {n: _whole_copy(p) for n, p in params}
-
-
-def _whole_copy(param: torch.Tensor) -> torch.Tensor:
-    if _is_dtensor(param):  # FSDP: all-gathered from the shards (a collective)
-        return param.full_tensor().detach().cpu().contiguous()
-    # a gathered ZeRO-3 weight is freed when the gathering ends: copy it; any other is read in place
-    return (param.clone() if hasattr(param, "ds_id") else param).detach().cpu().contiguous()
-
-
-def assign(param: torch.Tensor, value: torch.Tensor) -> None:
-    """Write a whole weight into a parameter, under FSDP into this rank's shard of it (no communication)."""
-    if _is_dtensor(param):
-        from torch.distributed.tensor import distribute_tensor
-
-        value = value.to(device=param.device, dtype=param.dtype)
-        param.copy_(distribute_tensor(value, param.device_mesh, param.placements, src_data_rank=None))
-    else:
-        param.copy_(value.to(param.device))
-
-
-def _is_dtensor(tensor: torch.Tensor) -> bool:
-    """Whether this is a sharded FSDP2 parameter (a DTensor)."""
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # a torch build without distributed support
-        return False
-    return isinstance(tensor, DTensor)
 
 
 def _fsdp_optimizer_state(model: Any, optimizer: Any) -> dict[str, Any]:
@@ -207,47 +168,3 @@ def _fsdp_optimizer_state(model: Any, optimizer: Any) -> dict[str, Any]:
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_optimizer_state_dict(model, optimizer.optimizer, options=options)
-
-
-def trainable_parameters(model: Any) -> list[tuple[str, torch.Tensor]]:
-    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-
-
-@contextlib.contextmanager
-def gathered(params: Iterable[torch.Tensor], modifier_rank: int | None = None) -> Iterator[None]:
-    """While active, DeepSpeed ZeRO-3 parameters are whole on every process (enter on every process); a no-op for
-    parameters that are not partitioned (single process, DDP, ZeRO-1/2).
-
-    With ``modifier_rank``, what that process writes into them is kept (and partitioned again) on exit.
-    """
-    partitioned = [p for p in params if hasattr(p, "ds_id")]
-    if not partitioned:
-        yield
-        return
-    import deepspeed
-
-    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=modifier_rank):
-        yield
-
-
-def shards_weights(accelerator: Any) -> bool:
-    """Whether each process holds only a shard of every weight: FSDP, or DeepSpeed ZeRO stage 3."""
-    if distributed_kind(accelerator) == "FSDP":
-        return True
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None) if is_deepspeed(accelerator) else None
-    return plugin is not None and plugin.zero_stage == 3
-
-
-def whole_state_dict(model: Any, accelerator: Any) -> dict[str, torch.Tensor] | None:
-    """Where weights are sharded (FSDP, ZeRO-3), the model's whole weights on the main process, on CPU, gathered
-    one unit at a time (None or empty on the others; a collective: call on every process). None elsewhere: there
-    the model's own parameters are whole.
-
-    A sharded model's own ``state_dict()`` holds shards (FSDP) or empty partitions (ZeRO-3), so saving needs
-    this; gathering every weight on every process instead would need the whole model in each GPU's memory.
-    """
-    if not shards_weights(accelerator):
-        return None
-    if is_deepspeed(accelerator):  # the engine that `prepare` wrapped the model in consolidates its weights
-        model = accelerator.deepspeed_engine_wrapped.engine
-    return accelerator.get_state_dict(model)

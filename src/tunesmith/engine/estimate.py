@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from tunesmith.config import MethodConfig, TrainingConfig
+from tunesmith.core.config import MethodConfig, TrainingConfig
 from tunesmith.engine.batching import step_micro_batches, steps_per_epoch
 from tunesmith.engine.packing import plan_rows
 

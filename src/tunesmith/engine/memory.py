@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from tunesmith.config import TrainingConfig
-from tunesmith.errors import TunesmithError
+from tunesmith.core.config import TrainingConfig
+from tunesmith.core.errors import TunesmithError
 
 
 class OutOfMemory(TunesmithError):

@@ -1,18 +1,88 @@
-"""Training options that change the model before the loop starts: dropout, torch.compile, liger kernels,
-attention, and returning freed CPU memory to the system."""
+"""Training options that change the model for training: dropout, torch.compile, liger kernels, attention, gradient
+checkpointing, NEFTune noise, no key/value cache, and returning freed CPU memory to the system."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import ctypes.util
+import math
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
+from tunesmith.core.config import TrainingConfig
 from tunesmith.engine.lm_loss import unwrap
+from tunesmith.engine.task import TrainingError
+
+
+def prepare_model(model: Any, cfg: TrainingConfig) -> None:
+    """Options that change the model before training: dropout override, liger kernels, torch.compile."""
+    choose_attention(model, cfg.attention, cfg.packing)
+    if cfg.dropout is not None:
+        override_dropout(model, cfg.dropout)
+    try:
+        apply_liger(model, cfg.liger)
+    except RuntimeError as error:
+        raise TrainingError(str(error)) from None
+    if cfg.compile:
+        compile_layers(model)
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute activations in backward (non-reentrant: works with frozen embeddings and LoRA, keeps RNG)."""
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name is deprecated there)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+    else:
+        raise TrainingError("training.gradient_checkpointing: this model does not support gradient checkpointing")
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "use_cache"):
+        config.use_cache = False
+
+
+@contextlib.contextmanager
+def neftune(model: Any, alpha: float | None) -> Iterator[None]:
+    """NEFTune (Jain et al., 2023): noise on the input embeddings in training mode only, removed afterwards.
+
+    Scale alpha / sqrt(L * d) with L the row length, as in the paper and transformers' Trainer (for packed rows,
+    L is the row's length, not each example's).
+    """
+    if not alpha:
+        yield
+        return
+    embeddings = getattr(model, "module", model).get_input_embeddings()
+
+    def add_noise(module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        if not module.training:
+            return output
+        scale = alpha / math.sqrt(output.size(1) * output.size(2))
+        return output + torch.empty_like(output).uniform_(-scale, scale)
+
+    handle = embeddings.register_forward_hook(add_noise)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def no_kv_cache(model: Any) -> Iterator[None]:
+    """No key/value cache while training: transformers builds one in every forward when ``config.use_cache`` is
+    on (the default), which training never reads (and which makes a compiled decoder layer recompile)."""
+    config = getattr(model, "config", None)
+    before = getattr(config, "use_cache", None)
+    if before:
+        config.use_cache = False
+    try:
+        yield
+    finally:
+        if before:
+            config.use_cache = before
 
 
 def override_dropout(model: Any, p: float) -> int:

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
+from tunesmith.core.errors import TunesmithError
 from tunesmith.data.render import IGNORE_INDEX
-from tunesmith.errors import TunesmithError
 
 PAD_SEQ = -1  # seq_ids of padding at the end of a row; padding attends only to padding
 

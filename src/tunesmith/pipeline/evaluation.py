@@ -175,7 +175,7 @@ def _model_outputs(
 ) -> dict[str, Any]:
     """Everything one model contributes: test replies, counterfactual replies, general-chat loss."""
     recipe = chat_evaluation(run)
-    from tunesmith.engine.loop import evaluate_loss, make_accelerator
+    from tunesmith.engine import evaluate_loss, make_accelerator
 
     replies = recipe.generate_replies(model, tokenizer, chats, description=name, **gen)
     probe_replies = (

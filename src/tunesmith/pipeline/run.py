@@ -190,8 +190,14 @@ class Run(TrainedRun):
             self._check_checkpoints(resume)
             return self.recipe.training.train(self, resume)
         training = self.recipe.training
-        from tunesmith.engine.checkpoint import checkpoints, distributed_kind, shards_weights, whole_state_dict
-        from tunesmith.engine.loop import make_accelerator, train
+        from tunesmith.engine import (
+            checkpoints,
+            distributed_kind,
+            make_accelerator,
+            shards_weights,
+            train,
+            whole_state_dict,
+        )
 
         cfg = self.config
         check_method(cfg.method)
@@ -328,7 +334,7 @@ class Run(TrainedRun):
         return TokenCounter(tokenizer, cfg.training.max_seq_len, dict(cfg.data.label_names))
 
     def _check_checkpoints(self, resume: bool) -> None:
-        from tunesmith.engine.checkpoint import checkpoints
+        from tunesmith.engine import checkpoints
 
         found = checkpoints(self.dir.checkpoints)
         if resume:

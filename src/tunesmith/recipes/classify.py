@@ -23,18 +23,9 @@ from tunesmith.core.config import RunConfig
 from tunesmith.core.errors import ConfigError
 from tunesmith.core.progress import track
 from tunesmith.data.records import Labeled
-from tunesmith.engine.loop import Batch, TaskFns
 from tunesmith.models.resolve import ResolvedModel
 from tunesmith.recipes.common.labels import baselines, convert, details, prediction, row_correct, score_records
-from tunesmith.recipes.contract import EngineTraining, Recipe, TaskEvaluation
-
-NAME = "classify"
-ACCEPTS = (Labeled,)
-PEFT_TASK_TYPE = "SEQ_CLS"
-PACKS = False
-# prune measures decoder layers of a causal LM on calibration text; a classifier is tuned by the others.
-METHODS = ("full", "freeze", "lora", "qlora", "prefix", "prompt", "ia3", "adapter")
-
+from tunesmith.recipes.contract import Batch, EngineTraining, Recipe, TaskEvaluation, TaskFns
 
 # ------------------------------------------------------------ records and labels
 
@@ -209,27 +200,20 @@ def predict_texts(model: Any, tokenizer: Any, texts: Sequence[str], cfg: RunConf
     return predict_records(model, tokenizer, records, cfg, "predict")
 
 
+# fmt: off
 RECIPE = Recipe(
-    name=NAME,
-    accepts=ACCEPTS,
-    peft_task_type=PEFT_TASK_TYPE,
-    packs=PACKS,
-    methods=METHODS,
-    convert=convert,
-    load_model=load_model,
-    auto_class=auto_class,
-    training=EngineTraining(encode_row, train_fns),
+    name="classify", accepts=(Labeled,), peft_task_type="SEQ_CLS", packs=False,
+    # prune measures decoder layers of a causal LM on calibration text; a classifier is tuned by the others.
+    methods=("full", "freeze", "lora", "qlora", "prefix", "prompt", "ia3", "adapter"),
+    convert=convert, load_model=load_model, auto_class=auto_class, training=EngineTraining(encode_row, train_fns),
     evaluation=TaskEvaluation(
-        predict_records,
-        score_records,
+        predict_records, score_records,
         base_is_meaningful=False,  # a freshly initialised head predicts at random: compare with the majority class
-        row_correct=row_correct,
-        baselines=baselines,
-        details=details,
+        row_correct=row_correct, baselines=baselines, details=details,
     ),
-    predict_texts=predict_texts,
-    annotator="classifier",
+    predict_texts=predict_texts, annotator="classifier",
 )
+# fmt: on
 
 
 def recipe(cfg: RunConfig) -> Recipe:

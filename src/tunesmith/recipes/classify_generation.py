@@ -21,16 +21,9 @@ from tunesmith.data.convert import to_chat
 from tunesmith.data.records import Chat, Labeled, Message
 from tunesmith.data.render import IGNORE_INDEX, Encoded, encode_chat
 from tunesmith.engine.lm_loss import capture_final_hidden, fast_path_possible, unwrap
-from tunesmith.engine.loop import TaskFns
 from tunesmith.recipes import sft
 from tunesmith.recipes.common.labels import baselines, convert, details, prediction, row_correct, score_records
-from tunesmith.recipes.contract import EngineTraining, Recipe, TaskEvaluation
-
-NAME = "classify"
-ACCEPTS = (Labeled,)
-PEFT_TASK_TYPE = "CAUSAL_LM"
-PACKS = True
-METHODS = None
+from tunesmith.recipes.contract import EngineTraining, Recipe, TaskEvaluation, TaskFns
 
 
 def as_chat(record: Labeled, cfg: RunConfig, answer: str | None = None) -> Chat:
@@ -110,25 +103,17 @@ def predict_texts(model: Any, tokenizer: Any, texts: Sequence[str], cfg: RunConf
     return predict_records(model, tokenizer, [Labeled(text, "") for text in texts], cfg, "predict")
 
 
+# fmt: off
 RECIPE = Recipe(
-    name=NAME,
-    accepts=ACCEPTS,
-    peft_task_type=PEFT_TASK_TYPE,
-    packs=PACKS,
-    methods=METHODS,
-    convert=convert,
-    load_model=sft.load_model,
-    auto_class=sft.auto_class,
+    name="classify", accepts=(Labeled,), peft_task_type="CAUSAL_LM", packs=True, methods=None,
+    convert=convert, load_model=sft.load_model, auto_class=sft.auto_class,
     training=EngineTraining(encode_row, train_fns),
     evaluation=TaskEvaluation(
-        predict_records,  # label-constrained: each label's answer likelihood, no free text parsed
-        score_records,
+        predict_records, score_records,  # label-constrained: each label's answer likelihood, no free text parsed
         base_is_meaningful=True,  # a chat model can answer zero-shot
-        row_correct=row_correct,
-        baselines=baselines,
-        details=details,
+        row_correct=row_correct, baselines=baselines, details=details,
     ),
-    predict_texts=predict_texts,
-    annotator="classifier",
+    predict_texts=predict_texts, annotator="classifier",
     chat_replies=sft.predict,  # still a chat model: it can be served and chatted with
 )
+# fmt: on

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 from tunesmith.core.config import RunConfig, TrainingConfig
 from tunesmith.core.rundir import RunDir
 from tunesmith.data.records import Chat, Record
-from tunesmith.engine.loop import Batch, TaskFns
+from tunesmith.engine import Batch, TaskFns
 
 __all__ = [
     "Batch",
@@ -112,6 +112,11 @@ class OwnEvaluation:
 
 Evaluation = ChatEvaluation | TaskEvaluation | OwnEvaluation
 Training = EngineTraining | OwnLoop
+
+# Methods for a task head on an encoder: qlora (a 4-bit base on a GPU) and prune (decoder layers dropped by their
+# effect on the next-token stream) are meant for large causal LMs; a head on an encoder trains in full or with
+# adapters.
+ENCODER_HEAD_METHODS = ("full", "freeze", "lora", "prefix", "prompt", "ia3", "adapter")
 
 # training.* settings a recipe on the engine's loop honours: all of them.
 ENGINE_OPTIONS = frozenset(TrainingConfig.model_fields)

@@ -33,16 +33,10 @@ from tunesmith.core.progress import track
 from tunesmith.data.formats import RowError
 from tunesmith.data.records import Pair, Record, Text
 from tunesmith.data.render import IGNORE_INDEX
-from tunesmith.engine.loop import Batch, TaskFns
 from tunesmith.engine.packing import model_inputs, pack
-from tunesmith.recipes.contract import EngineTraining, Recipe, TaskEvaluation
+from tunesmith.recipes.contract import Batch, EngineTraining, Recipe, TaskEvaluation, TaskFns
 from tunesmith.recipes.sft import auto_class, load_model
 
-NAME = "lm"
-ACCEPTS = (Text, Pair)  # Pair: its source text is the document (e.g. SciTLDR's abstracts)
-PEFT_TASK_TYPE = "CAUSAL_LM"
-PACKS = True
-METHODS = None
 EVAL_LOGITS_BUDGET = 1 << 27  # logits (floats) per evaluation forward pass: rows x length x vocabulary
 
 
@@ -202,19 +196,16 @@ def describe(record: Text) -> dict[str, str]:
     return {"input": text if len(text) <= 300 else text[:297] + "..."}
 
 
+# fmt: off
 RECIPE = Recipe(
-    name=NAME,
-    accepts=ACCEPTS,
-    peft_task_type=PEFT_TASK_TYPE,
-    packs=PACKS,
-    methods=METHODS,
-    convert=convert,
-    load_model=load_model,
-    auto_class=auto_class,
-    training=EngineTraining(encode_row, train_fns),
+    name="lm",
+    accepts=(Text, Pair),  # Pair: its source text is the document (e.g. SciTLDR's abstracts)
+    peft_task_type="CAUSAL_LM", packs=True, methods=None,
+    convert=convert, load_model=load_model, auto_class=auto_class, training=EngineTraining(encode_row, train_fns),
     evaluation=TaskEvaluation(predict_records, score_records, base_is_meaningful=True, describe=describe),
     hands_on_model=True,
 )
+# fmt: on
 
 
 def recipe(cfg: RunConfig) -> Recipe:

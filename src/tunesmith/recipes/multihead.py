@@ -27,8 +27,7 @@ import torch
 
 from tunesmith.core.config import RunConfig
 from tunesmith.core.errors import ConfigError
-from tunesmith.engine.loop import Batch, TaskFns
-from tunesmith.recipes.contract import ChatEvaluation, EngineTraining, Recipe
+from tunesmith.recipes.contract import Batch, ChatEvaluation, EngineTraining, Recipe, TaskFns
 
 NAME = "multihead"
 METHODS = ("full",)

@@ -18,14 +18,7 @@ from tunesmith.core.config import RlConfig, RunConfig
 from tunesmith.recipes.common import rl as rl_common
 from tunesmith.recipes.common.reward_fns import build_reward
 from tunesmith.recipes.common.rl import Setup, masked_mean, reference, reference_copy, token_logps
-from tunesmith.recipes.contract import OwnEvaluation, OwnLoop, Recipe
-from tunesmith.recipes.sft import predict as chat_replies
-
-NAME = "ppo"
-ACCEPTS = rl_common.ACCEPTS
-PEFT_TASK_TYPE = "CAUSAL_LM"
-PACKS = False
-METHODS = ("full", "freeze", "lora", "qlora", "ia3")
+from tunesmith.recipes.contract import Recipe
 
 
 class AdaptiveKL:
@@ -159,20 +152,7 @@ def evaluate_run(run: Any, split: str = "test", chats: list[Any] | None = None, 
     return evaluate_policy_run(run, split, chats, out_dir)
 
 
-RECIPE = Recipe(
-    name=NAME,
-    accepts=ACCEPTS,
-    peft_task_type=PEFT_TASK_TYPE,
-    packs=PACKS,
-    methods=METHODS,
-    convert=rl_common.convert,
-    load_model=rl_common.load_model,
-    auto_class=rl_common.auto_class,
-    training=OwnLoop(train),
-    evaluation=OwnEvaluation(evaluate_run),
-    training_options=rl_common.OWN_LOOP_OPTIONS,
-    chat_replies=chat_replies,  # the tuned model is a chat policy
-)
+RECIPE = rl_common.rl_recipe("ppo", train, evaluate_run)
 
 
 def recipe(cfg: RunConfig) -> Recipe:

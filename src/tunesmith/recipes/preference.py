@@ -17,23 +17,12 @@ import torch
 from tunesmith.core.config import RunConfig
 from tunesmith.data.formats import RowError
 from tunesmith.data.records import Feedback, Preference, Record
-from tunesmith.engine.loop import Batch, TaskFns
 from tunesmith.recipes.common.pairs import PreferenceExample, collate, encode, is_adapter_model, logps, unwrap
 from tunesmith.recipes.common.preference_losses import dpo_losses, kto_losses, orpo_losses, simpo_losses
-from tunesmith.recipes.contract import EngineTraining, OwnEvaluation, Recipe
+from tunesmith.recipes.contract import Batch, EngineTraining, OwnEvaluation, Recipe, TaskFns
 from tunesmith.recipes.sft import auto_class, load_model
 from tunesmith.recipes.sft import predict as chat_replies
 
-# The recipe contract's causal-LM hooks, shared with sft (re-exported: the pipeline looks them up here).
-__all__ = ["auto_class", "load_model"]
-
-NAME = "preference"
-ACCEPTS = (Preference, Feedback)
-PEFT_TASK_TYPE = "CAUSAL_LM"
-PACKS = False
-# Prefix / prompt tuning shift the logits by their virtual tokens and the bottleneck adapter cannot be switched
-# off to recover the reference model; prune changes the model the reference would be.
-METHODS = ("full", "freeze", "lora", "qlora", "ia3")
 REFERENCE_FREE = ("orpo", "simpo")
 
 
@@ -141,19 +130,17 @@ def evaluate_run(run: Any, split: str = "test", chats: list[Any] | None = None, 
     return evaluate_preference_run(run, split, chats, out_dir)
 
 
+# fmt: off
 RECIPE = Recipe(
-    name=NAME,
-    accepts=ACCEPTS,
-    peft_task_type=PEFT_TASK_TYPE,
-    packs=PACKS,
-    methods=METHODS,
-    convert=convert,
-    load_model=load_model,
-    auto_class=auto_class,
-    training=EngineTraining(encode_row, train_fns),
+    name="preference", accepts=(Preference, Feedback), peft_task_type="CAUSAL_LM", packs=False,
+    # Prefix / prompt tuning shift the logits by their virtual tokens and the bottleneck adapter cannot be switched
+    # off to recover the reference model; prune changes the model the reference would be.
+    methods=("full", "freeze", "lora", "qlora", "ia3"),
+    convert=convert, load_model=load_model, auto_class=auto_class, training=EngineTraining(encode_row, train_fns),
     evaluation=OwnEvaluation(evaluate_run),
     chat_replies=chat_replies,  # the tuned model is a chat policy
 )
+# fmt: on
 
 
 def recipe(cfg: RunConfig) -> Recipe:

@@ -27,17 +27,9 @@ from tunesmith.core.errors import ConfigError
 from tunesmith.core.progress import track
 from tunesmith.data.formats import RowError
 from tunesmith.data.records import Pair, Record
-from tunesmith.engine.loop import Batch, TaskFns
 from tunesmith.metrics.text import exact_match, normalize, token_f1
 from tunesmith.models.resolve import ResolvedModel
-from tunesmith.recipes.contract import EngineTraining, Recipe, TaskEvaluation
-
-NAME = "qa"
-ACCEPTS = (Pair,)
-PEFT_TASK_TYPE = "QUESTION_ANS"
-PACKS = False
-# qlora and prune are meant for large decoders; a span head on an encoder trains in full or with adapters.
-METHODS = ("full", "freeze", "lora", "prefix", "prompt", "ia3", "adapter")
+from tunesmith.recipes.contract import ENCODER_HEAD_METHODS, Batch, EngineTraining, Recipe, TaskEvaluation, TaskFns
 
 
 @dataclass
@@ -356,25 +348,17 @@ def details(predictions: Sequence[dict[str, Any]], records: Sequence[Pair], cfg:
 QUESTION_WORDS = ("what", "which", "who", "whom", "whose", "when", "where", "why", "how")
 
 
+# fmt: off
 RECIPE = Recipe(
-    name=NAME,
-    accepts=ACCEPTS,
-    peft_task_type=PEFT_TASK_TYPE,
-    packs=PACKS,
-    methods=METHODS,
-    convert=convert,
-    load_model=load_model,
-    auto_class=auto_class,
-    training=EngineTraining(encode_row, train_fns),
+    name="qa", accepts=(Pair,), peft_task_type="QUESTION_ANS", packs=False, methods=ENCODER_HEAD_METHODS,
+    convert=convert, load_model=load_model, auto_class=auto_class, training=EngineTraining(encode_row, train_fns),
     evaluation=TaskEvaluation(
-        predict_records,
-        score_records,
+        predict_records, score_records,
         base_is_meaningful=False,  # a freshly initialised span head points anywhere
-        baselines=baselines,
-        details=details,
-        describe=describe,
+        baselines=baselines, details=details, describe=describe,
     ),
 )
+# fmt: on
 
 
 def recipe(cfg: RunConfig) -> Recipe:

@@ -14,16 +14,9 @@ import torch.nn.functional as F
 from tunesmith.core.config import RunConfig
 from tunesmith.data.formats import RowError
 from tunesmith.data.records import Preference, Record
-from tunesmith.engine.loop import Batch, TaskFns
 from tunesmith.recipes.common.completions import completion_text, fit, pad_rows, token_ids
 from tunesmith.recipes.common.reward_model import auto_class, load_model, scores
-from tunesmith.recipes.contract import EngineTraining, Recipe, TaskEvaluation
-
-NAME = "reward"
-ACCEPTS = (Preference,)
-PEFT_TASK_TYPE = "SEQ_CLS"
-PACKS = False
-METHODS = None
+from tunesmith.recipes.contract import Batch, EngineTraining, Recipe, TaskEvaluation, TaskFns
 
 
 def convert(record: Record, cfg: RunConfig) -> Preference:
@@ -110,23 +103,17 @@ def row_correct(prediction: dict, record: Preference) -> bool:
     return prediction["prediction"] > 0
 
 
+# fmt: off
 RECIPE = Recipe(
-    name=NAME,
-    accepts=ACCEPTS,
-    peft_task_type=PEFT_TASK_TYPE,
-    packs=PACKS,
-    methods=METHODS,
-    convert=convert,
-    load_model=load_model,
-    auto_class=auto_class,
-    training=EngineTraining(encode_row, train_fns),
+    name="reward", accepts=(Preference,), peft_task_type="SEQ_CLS", packs=False, methods=None,
+    convert=convert, load_model=load_model, auto_class=auto_class, training=EngineTraining(encode_row, train_fns),
     evaluation=TaskEvaluation(
-        predict_records,
-        score_records,
+        predict_records, score_records,
         base_is_meaningful=False,  # a fresh score head ranks pairs at random
         row_correct=row_correct,
     ),
 )
+# fmt: on
 
 
 def recipe(cfg: RunConfig) -> Recipe:

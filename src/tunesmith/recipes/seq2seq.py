@@ -19,17 +19,11 @@ from tunesmith.core.config import RunConfig
 from tunesmith.core.progress import track
 from tunesmith.data.formats import RowError
 from tunesmith.data.records import Chat, Labeled, Pair, Record
-from tunesmith.engine.loop import Batch, TaskFns
 from tunesmith.metrics.generation import generation_metrics
 from tunesmith.metrics.text import exact_match
 from tunesmith.models.resolve import ResolvedModel
-from tunesmith.recipes.contract import EngineTraining, Recipe, TaskEvaluation
+from tunesmith.recipes.contract import Batch, EngineTraining, Recipe, TaskEvaluation, TaskFns
 
-NAME = "seq2seq"
-ACCEPTS = (Pair, Chat, Labeled)  # prompt/completion and single-turn chats; labels as words (T5's text-to-text)
-PEFT_TASK_TYPE = "SEQ_2_SEQ_LM"
-PACKS = False  # packing with block masks is a decoder-only technique here; rows are padded per batch
-METHODS = ("full", "freeze", "lora", "qlora", "prefix", "prompt", "ia3", "adapter")
 METHOD_REASONS = {
     "prune": "it drops the layers of a causal LM that change its hidden state least, and an encoder-decoder "
     "has two stacks joined by cross-attention"
@@ -225,25 +219,22 @@ def describe(record: Pair) -> dict[str, str]:
     return {"input": source_text(record), "reference": references(record)[0]}
 
 
+# fmt: off
 RECIPE = Recipe(
-    name=NAME,
-    accepts=ACCEPTS,
-    peft_task_type=PEFT_TASK_TYPE,
-    packs=PACKS,
-    methods=METHODS,
-    convert=convert,
-    load_model=load_model,
-    auto_class=auto_class,
-    training=EngineTraining(encode_row, train_fns),
+    name="seq2seq",
+    accepts=(Pair, Chat, Labeled),  # prompt/completion and single-turn chats; labels as words (T5's text-to-text)
+    peft_task_type="SEQ_2_SEQ_LM",
+    packs=False,  # packing with block masks is a decoder-only technique here; rows are padded per batch
+    methods=("full", "freeze", "lora", "qlora", "prefix", "prompt", "ia3", "adapter"), method_reasons=METHOD_REASONS,
+    convert=convert, load_model=load_model, auto_class=auto_class, training=EngineTraining(encode_row, train_fns),
     evaluation=TaskEvaluation(
-        predict_records,
-        score_records,
+        predict_records, score_records,
         base_is_meaningful=True,  # a pre-trained T5/BART answers zero-shot (e.g. flan-t5 with "summarize: ")
         describe=describe,
     ),
-    method_reasons=METHOD_REASONS,
     predicts_targets=True,
 )
+# fmt: on
 
 
 def recipe(cfg: RunConfig) -> Recipe:

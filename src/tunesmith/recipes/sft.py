@@ -14,20 +14,13 @@ from tunesmith.core.progress import track
 from tunesmith.data.convert import to_chat
 from tunesmith.data.records import Chat, Feedback, Labeled, Pair, Preference, Record
 from tunesmith.data.render import IGNORE_INDEX, Encoded, encode_chat, render_prompt
-from tunesmith.engine.loop import Batch, TaskFns
 from tunesmith.engine.packing import model_inputs, pack
 from tunesmith.metrics.classification import classification_details, classification_metrics, probability_metrics
 from tunesmith.metrics.generation import generation_metrics
 from tunesmith.metrics.text import exact_match, extract_label, token_f1
 from tunesmith.models.load import load_causal_lm
 from tunesmith.models.resolve import ResolvedModel
-from tunesmith.recipes.contract import ChatEvaluation, EngineTraining, Recipe
-
-NAME = "sft"
-ACCEPTS = (Chat, Labeled, Pair, Preference, Feedback)
-PEFT_TASK_TYPE = "CAUSAL_LM"
-PACKS = True
-METHODS = None
+from tunesmith.recipes.contract import Batch, ChatEvaluation, EngineTraining, Recipe, TaskFns
 
 
 def convert(record: Record, cfg: RunConfig) -> Chat:
@@ -212,21 +205,15 @@ def is_correct(reply: Reply, reference: str, labels: list[str] | None) -> bool:
     return bool(exact_match(reply.text, reference))
 
 
+# fmt: off
 RECIPE = Recipe(
-    name=NAME,
-    accepts=ACCEPTS,
-    peft_task_type=PEFT_TASK_TYPE,
-    packs=PACKS,
-    methods=METHODS,
-    convert=convert,
-    load_model=load_model,
-    auto_class=auto_class,
-    training=EngineTraining(encode_row, train_fns),
+    name="sft", accepts=(Chat, Labeled, Pair, Preference, Feedback), peft_task_type="CAUSAL_LM", packs=True,
+    methods=None,
+    convert=convert, load_model=load_model, auto_class=auto_class, training=EngineTraining(encode_row, train_fns),
     evaluation=ChatEvaluation(generate_replies, score, is_correct, details, Reply, task_fns, encode),
-    annotator="label_words",
-    chat_replies=predict,
-    hands_on_model=True,
+    annotator="label_words", chat_replies=predict, hands_on_model=True,
 )
+# fmt: on
 
 
 def recipe(cfg: RunConfig) -> Recipe:

@@ -22,18 +22,10 @@ from tunesmith.core.errors import ConfigError
 from tunesmith.core.progress import track
 from tunesmith.data.formats import RowError
 from tunesmith.data.records import Record, Tagged
-from tunesmith.engine.loop import Batch, TaskFns
 from tunesmith.metrics.tagging import entities, is_entity_scheme, per_type, tagging_metrics
 from tunesmith.models.resolve import ResolvedModel
-from tunesmith.recipes.contract import EngineTraining, Recipe, TaskEvaluation
+from tunesmith.recipes.contract import ENCODER_HEAD_METHODS, Batch, EngineTraining, Recipe, TaskEvaluation, TaskFns
 
-NAME = "tag"
-ACCEPTS = (Tagged,)
-PEFT_TASK_TYPE = "TOKEN_CLS"
-PACKS = False
-# qlora needs a GPU and a decoder; prune drops decoder layers by their effect on the next-token stream. Both are
-# meant for causal LMs; a token-classification head on an encoder is small enough to train in full or with LoRA.
-METHODS = ("full", "freeze", "lora", "prefix", "prompt", "ia3", "adapter")
 IGNORE_INDEX = -100
 
 
@@ -292,26 +284,18 @@ def details(predictions: Sequence[dict[str, Any]], records: Sequence[Tagged], cf
     return {"per_type": per_type(predicted, gold)}
 
 
+# fmt: off
 RECIPE = Recipe(
-    name=NAME,
-    accepts=ACCEPTS,
-    peft_task_type=PEFT_TASK_TYPE,
-    packs=PACKS,
-    methods=METHODS,
-    convert=convert,
-    load_model=load_model,
-    auto_class=auto_class,
-    training=EngineTraining(encode_row, train_fns),
-    evaluation=TaskEvaluation(
-        predict_records,
-        score_records,
-        base_is_meaningful=False,  # a freshly initialised tag head predicts noise
-        baselines=baselines,
-        details=details,
-        describe=describe,
-    ),
+    name="tag", accepts=(Tagged,), peft_task_type="TOKEN_CLS", packs=False, methods=ENCODER_HEAD_METHODS,
     labels=labels,  # every tag seen in training, not one label per row
+    convert=convert, load_model=load_model, auto_class=auto_class, training=EngineTraining(encode_row, train_fns),
+    evaluation=TaskEvaluation(
+        predict_records, score_records,
+        base_is_meaningful=False,  # a freshly initialised tag head predicts noise
+        baselines=baselines, details=details, describe=describe,
+    ),
 )
+# fmt: on
 
 
 def recipe(cfg: RunConfig) -> Recipe:

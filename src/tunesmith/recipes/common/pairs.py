@@ -10,9 +10,9 @@ from typing import Any
 import torch
 
 from tunesmith.data.records import Feedback, Preference
-from tunesmith.engine.loop import Batch
 from tunesmith.recipes.common.completions import completion_text, fit, pad_rows, token_ids
 from tunesmith.recipes.common.preference_losses import sequence_logps
+from tunesmith.recipes.contract import Batch
 
 
 @dataclass

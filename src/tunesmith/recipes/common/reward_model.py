@@ -11,10 +11,10 @@ import torch
 
 from tunesmith.core.config import RunConfig
 from tunesmith.data.records import Message
-from tunesmith.engine.loop import Batch
 from tunesmith.models.load import load_pretrained, load_tokenizer
 from tunesmith.models.resolve import ResolvedModel
 from tunesmith.recipes.common.completions import completion_text, fit, pad_rows, token_ids
+from tunesmith.recipes.contract import Batch
 
 
 def load_model(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +16,8 @@ from tunesmith.data.convert import to_chat
 from tunesmith.data.records import Chat, Feedback, Labeled, Message, Pair, Preference, Record
 from tunesmith.data.render import IGNORE_INDEX, render_prompt
 from tunesmith.recipes.common.completions import pad_rows, token_ids
-from tunesmith.recipes.contract import own_loop_options
-from tunesmith.recipes.sft import auto_class, load_model
+from tunesmith.recipes.contract import OwnEvaluation, OwnLoop, Recipe, own_loop_options
+from tunesmith.recipes.sft import auto_class, load_model, predict
 
 # The recipe contract's causal-LM hooks (the policy), shared with sft; ppo and grpo re-export them from here.
 __all__ = ["auto_class", "load_model"]
@@ -166,7 +166,7 @@ class Setup:
         from tunesmith.core.fs import read_jsonl
         from tunesmith.data.records import record_from_dict
         from tunesmith.data.render import ensure_chat_template
-        from tunesmith.engine.loop import make_accelerator
+        from tunesmith.engine import make_accelerator
         from tunesmith.models.adapt import apply_method, check_method, count_parameters, quantization_config
         from tunesmith.models.load import load_tokenizer
         from tunesmith.models.resolve import resolve_model
@@ -198,7 +198,7 @@ class Setup:
 
     def build_optimizer(self, updates_per_step: int, extra: Sequence[torch.nn.Module] = ()) -> None:
         """AdamW and the schedule over every update of the run, on the model's and ``extra`` trainable weights."""
-        from tunesmith.engine.loop import build_optimizer, build_scheduler
+        from tunesmith.engine import build_optimizer, build_scheduler
 
         holder = torch.nn.ModuleList([self.model, *extra]).to(self.device)
         self.holder = holder  # what a checkpoint saves: the policy's trainable weights and ``extra`` (a value head)
@@ -209,7 +209,7 @@ class Setup:
     def checkpoint(self, step: int, info: dict[str, Any] | None = None) -> None:
         """Every ``training.save_every`` steps, ``checkpoints/step-N`` (the engine's layout and retention): the
         trainable weights of the policy and value head, optimizer, scheduler, RNG states, and ``info``."""
-        from tunesmith.engine.checkpoint import save_checkpoint
+        from tunesmith.engine import save_checkpoint
 
         t = self.cfg.training
         if t.save_every and step % t.save_every == 0:
@@ -231,7 +231,7 @@ class Setup:
         ``{"step": 0}``. Call once everything that draws random numbers before the loop has done so: the RNG
         states are those of the moment the checkpoint was saved."""
         from tunesmith.core.fs import read_jsonl_log, write_jsonl
-        from tunesmith.engine.checkpoint import checkpoints, load_checkpoint
+        from tunesmith.engine import checkpoints, load_checkpoint
 
         found = checkpoints(self.run.dir.checkpoints) if self.resume else []
         if not found:
@@ -301,3 +301,22 @@ class Setup:
             },
         )
         return tuned
+
+
+def rl_recipe(name: str, train: Callable[..., Any], evaluate_run: Callable[..., Any]) -> Recipe:
+    """The recipe of an RL task: chats or prompts in, its own rollout loop, the policy evaluation; the tuned model
+    is a chat policy."""
+    return Recipe(
+        name=name,
+        accepts=ACCEPTS,
+        peft_task_type="CAUSAL_LM",
+        packs=False,
+        methods=("full", "freeze", "lora", "qlora", "ia3"),
+        convert=convert,
+        load_model=load_model,
+        auto_class=auto_class,
+        training=OwnLoop(train),
+        evaluation=OwnEvaluation(evaluate_run),
+        training_options=OWN_LOOP_OPTIONS,
+        chat_replies=predict,
+    )
