@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_cli
-from tunesmith.config import load_config
-from tunesmith.errors import ConfigError
+from tests.helpers.cli import run_cli, run_cli_in_process
+from tests.helpers.paths import REPO
+from tunesmith.core.config import load_config
+from tunesmith.core.errors import ConfigError
 
 QUICKSTART = REPO / "examples" / "quickstart.yaml"
 
@@ -74,7 +75,7 @@ def test_missing_required_section(tmp_path: Path) -> None:
 
 
 def test_cli_reports_config_errors_with_exit_code_2_and_no_traceback() -> None:
-    result = run_cli("config", "show", str(QUICKSTART), "--set", "training.lerning_rate=1")
+    result = run_cli_in_process("config", "show", str(QUICKSTART), "--set", "training.lerning_rate=1")
     assert result.returncode == 2
     assert "did you mean 'training.learning_rate'" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.io import atomic_dir, write_text
+from tunesmith.core.fs import atomic_dir, write_text
 
 
 def test_atomic_dir_replaces_only_on_success(tmp_path: Path) -> None:

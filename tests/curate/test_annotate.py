@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import SST2, run_cli
+from tests.helpers.cli import run_cli, run_cli_in_process
+from tests.helpers.paths import SST2
 from tunesmith.data.labelfile import LabelSet, read_label_file
 
-SST2_FILE = Path(__file__).resolve().parents[1] / "examples" / "data" / "sst2" / "dev.tsv"
+SST2_FILE = SST2 / "dev.tsv"
 
 
 def jsonl(path: Path, rows: list) -> Path:
@@ -30,7 +31,7 @@ def test_word_loglik_batched_equals_one_sequence_at_a_time(tiny_model_dir: Path)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunesmith.annotate import word_loglik
+    from tunesmith.curate.annotate import word_loglik
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -88,7 +89,7 @@ def test_annotate_labels_unlabelled_rows_and_never_touches_a_persons_label(tiny_
 def test_file_without_a_text_column_is_refused_before_loading_a_model(tmp_path: Path) -> None:
     data = jsonl(tmp_path / "reviews.jsonl", [{"review": "good", "label": "positive"}, {"review": "bad"}])
     out = tmp_path / "out.jsonl"
-    result = run_cli("data", "annotate", str(data), "--labels", "positive,negative", "--out", str(out))
+    result = run_cli_in_process("data", "annotate", str(data), "--labels", "positive,negative", "--out", str(out))
     assert result.returncode == 2
     message = result.stdout + result.stderr
     assert str(data) in message and "no text column" in message and "review, label" in message
@@ -103,7 +104,9 @@ def test_label_set_and_output_format_are_checked(tmp_path: Path) -> None:
     labels = LabelSet.parse("0=negative, 1=positive")
     assert (labels.values, labels.words, labels.word("1")) == (("0", "1"), ("negative", "positive"), "positive")
     data = jsonl(tmp_path / "r.jsonl", [{"text": "fine"}, {"text": "ok"}])
-    result = run_cli("data", "annotate", str(data), "--labels", "a,b", "--out", str(tmp_path / "out.parquet"))
+    result = run_cli_in_process(
+        "data", "annotate", str(data), "--labels", "a,b", "--out", str(tmp_path / "out.parquet")
+    )
     assert result.returncode == 2 and "not '.parquet'" in result.stdout + result.stderr
 
 
@@ -159,7 +162,7 @@ def test_smollm2_prelabels_sst2_better_than_chance_and_keeps_human_labels(smollm
 
 
 def test_few_shot_examples_come_from_each_label_in_turn_and_only_from_people(tmp_path: Path) -> None:
-    from tunesmith.annotate import pick_shots
+    from tunesmith.curate.annotate import pick_shots
 
     rows = [{"text": f"good {i}", "label": "pos"} for i in range(5)] + [
         {"text": f"bad {i}", "label": "neg"} for i in range(2)

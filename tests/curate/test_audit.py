@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import run_cli
-from tunesmith.audit import audit, format_text
+from tests.helpers.cli import run_cli, run_cli_in_process
+from tests.helpers.paths import SST2
+from tunesmith.curate.audit import audit, format_text
 from tunesmith.data.labelfile import read_label_file
 
-SST2_FILE = Path(__file__).resolve().parents[1] / "examples" / "data" / "sst2" / "train.tsv"
+SST2_FILE = SST2 / "train.tsv"
 OUTLIER = "SELECT id, email FROM users WHERE created_at > '2021-01-01' ORDER BY id;"
 DUPLICATE = "the movie is a total waste of time and money"
 COPIES = [DUPLICATE, DUPLICATE + " !", DUPLICATE + " .", DUPLICATE.upper()]  # near, near, exact (case-folded)
@@ -119,10 +120,11 @@ def test_audit_finds_flipped_sst2_labels_planted_duplicates_and_an_outlier(tmp_p
 
 
 def test_run_report_shows_the_audit_sections(tmp_path: Path) -> None:
-    from tests.conftest import write_tiny_config
-    from tunesmith.config import load_config
-    from tunesmith.io import RunDir, write_json
-    from tunesmith.report import write_report
+    from tests.helpers.configs import write_tiny_config
+    from tunesmith.core.config import load_config
+    from tunesmith.core.fs import write_json
+    from tunesmith.core.rundir import RunDir
+    from tunesmith.pipeline.report import write_report
 
     rng = np.random.default_rng(1)
     embeddings = np.concatenate(
@@ -147,8 +149,8 @@ def test_run_report_shows_the_audit_sections(tmp_path: Path) -> None:
 
 
 def test_a_run_with_data_audit_writes_it_and_its_report_shows_it(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from tests.conftest import SST2, write_tiny_config
-    from tunesmith.run import Run
+    from tests.helpers.configs import write_tiny_config
+    from tunesmith.pipeline.run import Run
 
     train = tmp_path / "train.tsv"
     train.write_text("\n".join((SST2 / "train.tsv").read_text(encoding="utf-8").splitlines()[:201]) + "\n")
@@ -164,7 +166,7 @@ def test_a_run_with_data_audit_writes_it_and_its_report_shows_it(tiny_model_dir:
 
 def test_audit_of_a_file_without_text_column_names_the_file_and_columns(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", [{"review": "fine", "label": "pos"}, {"review": "bad", "label": "neg"}])
-    result = run_cli("data", "audit", str(data))
+    result = run_cli_in_process("data", "audit", str(data))
     assert result.returncode == 2
     message = result.stdout + result.stderr
     assert str(data) in message and "no text column" in message and "columns: review, label" in message

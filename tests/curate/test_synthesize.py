@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import run_cli
-from tests.shipping import serving, train_tiny_run
-from tunesmith.config import CleanConfig, DataConfig
+from tests.helpers.cli import run_cli, run_cli_in_process, serving
+from tests.helpers.training import train_tiny_run
+from tunesmith.core.config import CleanConfig, DataConfig
+from tunesmith.curate.synthesize import filter_rows, load_seeds, parse_example
 from tunesmith.data.prepare import load_records
-from tunesmith.synthesize import filter_rows, load_seeds, parse_example
 
 SEEDS = [
     {"instruction": "Name a colour of the sky.", "output": "Blue."},
@@ -66,7 +66,7 @@ def test_synthesize_with_a_tiny_local_model(tiny_model_dir: Path, tmp_path: Path
 
 def test_synthesize_needs_one_generator(tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path)
-    result = run_cli("data", "synthesize", "--seed", str(seeds), "--n", "2")
+    result = run_cli_in_process("data", "synthesize", "--seed", str(seeds), "--n", "2")
     assert result.returncode == 2 and "exactly one of --model" in result.stderr
 
 

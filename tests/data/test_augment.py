@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SST2
-from tunesmith.config import AugmentConfig, DataConfig, TaskConfig
+from tests.helpers.paths import SST2
+from tunesmith.core.config import AugmentConfig, DataConfig, TaskConfig
+from tunesmith.core.errors import ConfigError
 from tunesmith.data.augment import augment_records, delete, insert, load_lexicon, swap, synonym
 from tunesmith.data.prepare import prepare_data
 from tunesmith.data.records import Chat, Labeled
-from tunesmith.errors import ConfigError
 
 WORDS = ["the", "film", "is", "a", "warm", "and", "funny", "story", "about", "two", "old", "friends"]
 
@@ -110,7 +110,7 @@ def test_prepare_augments_train_only_and_accounts_for_the_rows(tmp_path: Path) -
 def test_augmentation_is_off_by_default_and_labelled_data_only() -> None:
     assert AugmentConfig().copies == 0
     with pytest.raises(ConfigError):
-        from tunesmith.config import validate_config
+        from tunesmith.core.config import validate_config
 
         validate_config({"model": {"name": "x"}, "data": {"train": "t.jsonl", "augment": {"copies": -1}}})
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import run_cli, write_tiny_config
-from tests.test_data_load import SHARED
-from tunesmith.config import DataConfig
+from tests.helpers.cli import run_cli
+from tests.helpers.configs import write_tiny_config
+from tests.helpers.paths import SHARED
+from tunesmith.core.config import DataConfig
 from tunesmith.data.check import check_file
 
 GOOD = {

@@ -10,13 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tunesmith.config import DataConfig, TaskConfig
+from tunesmith.core.config import DataConfig, TaskConfig
+from tunesmith.core.errors import DataError
 from tunesmith.data.clean import LanguageDetector, common_lines, drop_lines, drop_repeated_lines
 from tunesmith.data.dedup import find_duplicates, find_overlap
 from tunesmith.data.prepare import prepare_data
 from tunesmith.data.records import Text
 from tunesmith.data.tokens import TokenCounter, length_stats
-from tunesmith.errors import DataError
 
 TASK = TaskConfig()
 ENGLISH = "The committee approved the new budget after a long debate about school funding and road repairs."
@@ -157,9 +157,10 @@ def test_a_large_cluster_of_near_copies_keeps_one_row() -> None:
 
 
 def test_prepare_stage_reports_token_lengths_and_the_html_shows_them(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from tests.conftest import run_cli, write_tiny_config
-    from tunesmith.io import RunDir
-    from tunesmith.report import write_report
+    from tests.helpers.cli import run_cli
+    from tests.helpers.configs import write_tiny_config
+    from tunesmith.core.rundir import RunDir
+    from tunesmith.pipeline.report import write_report
 
     config = write_tiny_config(tmp_path, tiny_model_dir)
     result = run_cli("prepare", str(config))
@@ -177,12 +178,13 @@ def test_prepare_stage_reports_token_lengths_and_the_html_shows_them(tiny_model_
 def test_a_broken_file_stops_prepare_with_nothing_written(tiny_model_dir: Path, tmp_path: Path) -> None:
     import gzip
 
-    from tests.conftest import run_cli, write_tiny_config
+    from tests.helpers.cli import run_cli_in_process
+    from tests.helpers.configs import write_tiny_config
 
     rows = "".join(json.dumps(chat(f"question {i}")) + "\n" for i in range(20_000))
     broken = tmp_path / "cut.jsonl.gz"
     broken.write_bytes(gzip.compress(rows.encode())[:-2000])
     config = write_tiny_config(tmp_path, tiny_model_dir, data={"train": str(broken), "prompt_template": None})
-    result = run_cli("prepare", str(config))
+    result = run_cli_in_process("prepare", str(config))
     assert result.returncode != 0 and "cut.jsonl.gz: cannot be read" in result.stderr + result.stdout
     assert not (tmp_path / "runs" / "tiny" / "data").exists()

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.config import DataConfig
+from tests.helpers.paths import SHARED
+from tunesmith.core.config import DataConfig
+from tunesmith.core.errors import DataError
 from tunesmith.data.load import read_parallel
 from tunesmith.data.prepare import load_records
 from tunesmith.data.records import Chat, Feedback, Labeled, Pair, Preference, Tagged, Text
-from tunesmith.errors import DataError
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def load(spec: str | Path, reader: str | None = None, **data: object):
@@ -229,7 +228,7 @@ def test_an_overlong_line_is_rejected_without_reading_it_whole(tmp_path: Path, m
 def test_config_paths_hub_names_and_parallel_files(tmp_path: Path) -> None:
     import yaml
 
-    from tunesmith.config import load_config
+    from tunesmith.core.config import load_config
 
     path = tmp_path / "c.yaml"
     data = {"train": "hf:stanfordnlp/sst2?split=train", "test": {"source": "src.txt", "target": "ref.txt"}}
@@ -242,7 +241,7 @@ def test_config_paths_hub_names_and_parallel_files(tmp_path: Path) -> None:
 def test_config_offers_exactly_the_formats_and_readers_the_loader_knows() -> None:
     import typing
 
-    from tunesmith.config import DataFormat, FileReader
+    from tunesmith.core.config import DataFormat, FileReader
     from tunesmith.data.formats import FORMATS, PARSERS
     from tunesmith.data.load import READERS
 

@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tests.test_data_load import SHARED
-from tunesmith.config import DataConfig, TaskConfig
+from tests.helpers.paths import SHARED
+from tunesmith.core.config import DataConfig, TaskConfig
+from tunesmith.core.errors import DataError
 from tunesmith.data.pii import redact
 from tunesmith.data.prepare import hold_out, prepare_data, write_prepared
 from tunesmith.data.records import Labeled
-from tunesmith.errors import DataError
 
 TASK = TaskConfig()
 SENTENCES = [
@@ -218,7 +218,7 @@ def test_everything_dropped_is_explained(tmp_path: Path) -> None:
 def test_parallel_text_from_a_config(tmp_path: Path) -> None:
     import yaml
 
-    from tunesmith.config import load_config
+    from tunesmith.core.config import load_config
 
     folder = SHARED / "ntrex128_en_de_fr"
     data = {

@@ -1,4 +1,4 @@
-"""Run by tests/test_ddp.py, alone or under `accelerate launch --num_processes 2`: one step's gradients, then a
+"""Run by tests/engine/test_ddp.py, alone or under `accelerate launch --num_processes 2`: one step's gradients, then a
 short training, with the same 8 examples per optimizer step whatever the process count. Rank 0 saves the results.
 
 usage: ddp_worker.py MODEL_DIR OUT_FILE
@@ -12,10 +12,10 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.test_engine import sst2_examples
-from tunesmith.config import LoraConfig, MethodConfig, TrainingConfig
+from tests.helpers.training import sst2_examples
+from tunesmith.core.config import LoraConfig, MethodConfig, TrainingConfig
+from tunesmith.engine import backward_window, train
 from tunesmith.engine.batching import step_micro_batches
-from tunesmith.engine.loop import backward_window, train
 from tunesmith.models.adapt import apply_method
 from tunesmith.recipes import sft
 

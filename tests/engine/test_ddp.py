@@ -12,9 +12,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, free_port, write_tiny_config
+from tests.helpers.cli import free_port
+from tests.helpers.configs import write_tiny_config
+from tests.helpers.paths import REPO
 
-WORKER = REPO / "tests" / "ddp_worker.py"
+WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
 def _run(args: list[str], tmp_path: Path) -> None:

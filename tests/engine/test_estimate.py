@@ -7,8 +7,9 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from tests.conftest import run_cli, write_tiny_config
-from tunesmith.config import MethodConfig, TrainingConfig
+from tests.helpers.cli import run_cli
+from tests.helpers.configs import write_tiny_config
+from tunesmith.core.config import MethodConfig, TrainingConfig
 from tunesmith.engine.estimate import count_parameters, estimate
 from tunesmith.models.adapt import apply_method
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from tests.test_engine import sst2_examples
-from tunesmith.config import MethodConfig
+from tests.helpers.training import sst2_examples
+from tunesmith.core.config import MethodConfig
 from tunesmith.engine import lm_loss
 from tunesmith.engine.lm_loss import capture_final_hidden, causal_lm_loss, full_logits_loss, linear_cross_entropy
 from tunesmith.engine.packing import model_inputs

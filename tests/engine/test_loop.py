@@ -13,56 +13,12 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.conftest import SST2
-from tunesmith.config import MethodConfig, TrainingConfig
-from tunesmith.data.records import Chat, Message
+from tests.helpers.training import gradients, sst2_examples
+from tunesmith.core.config import MethodConfig, TrainingConfig
+from tunesmith.engine import TaskFns, TrainingError, train
 from tunesmith.engine.batching import step_micro_batches, steps_per_epoch
-from tunesmith.engine.loop import TaskFns, TrainingError, backward_window, enable_gradient_checkpointing, train
 from tunesmith.models.adapt import apply_method
 from tunesmith.recipes import sft
-
-
-def sst2_examples(tokenizer, n: int) -> list:
-    lines = (SST2 / "train.tsv").read_text(encoding="utf-8").splitlines()[1 : n + 1]
-    chats = [
-        Chat(
-            [Message("user", f"Sentiment of: {text}"), Message("assistant", "positive" if label == "1" else "negative")]
-        )
-        for text, label in (line.split("\t") for line in lines)
-    ]
-    return [sft.encode(chat, tokenizer, "assistant", 128) for chat in chats]
-
-
-def gradients(
-    model_dir: Path,
-    method: str,
-    split: list[int],
-    examples: list,
-    pack_len: int | None = None,
-    checkpointing: bool = False,
-) -> tuple[dict[str, torch.Tensor], float]:
-    """Gradients and loss of one optimizer step over ``examples`` split into micro-batches of the given sizes."""
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    model = apply_method(model, MethodConfig(name=method))
-    if method == "lora":  # LoRA B starts at zero; give it values so every adapter weight has a gradient
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                torch.nn.init.normal_(p, std=0.02)
-    if checkpointing:
-        enable_gradient_checkpointing(model)
-    model.train()
-    for module in model.modules():  # dropout off: the comparison is about arithmetic, not noise
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    fns = sft.task_fns(AutoTokenizer.from_pretrained(model_dir), pack_len)
-    batches, start = [], 0
-    for size in split:
-        batches.append(fns.collate(examples[start : start + size]))
-        start += size
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    loss, _, _ = backward_window(model, batches, fns, Accelerator(cpu=True), trainable)
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}, loss
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])

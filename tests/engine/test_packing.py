@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.test_engine import gradients, sst2_examples
+from tests.helpers.training import gradients, sst2_examples
 from tunesmith.data.render import IGNORE_INDEX
 from tunesmith.engine.packing import block_causal_mask, model_inputs, pack, plan_rows
 from tunesmith.recipes import sft
@@ -112,7 +112,7 @@ def test_rows_one_at_a_time_give_the_packed_batch_gradients_without_padding(tiny
     """What the engine does on a CPU (training.micro_batch_size null): each packed row alone, cut to its tokens."""
     from accelerate import Accelerator
 
-    from tunesmith.engine.loop import backward_window
+    from tunesmith.engine import backward_window
     from tunesmith.engine.packing import split_rows
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

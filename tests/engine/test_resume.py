@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import run_cli, write_tiny_config
+from tests.helpers.cli import run_cli
+from tests.helpers.configs import write_tiny_config
 
 STEPS, SAVE_EVERY = 24, 4
 

@@ -15,7 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, free_port, write_tiny_config
+from tests.helpers.cli import free_port
+from tests.helpers.configs import write_tiny_config
+from tests.helpers.paths import REPO
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -10,9 +10,9 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.test_engine import gradients, sst2_examples
-from tunesmith.config import ConfigError, MethodConfig, TrainingConfig, validate_config
-from tunesmith.engine.loop import build_scheduler, enable_gradient_checkpointing, evaluate_loss, train
+from tests.helpers.training import gradients, sst2_examples
+from tunesmith.core.config import ConfigError, MethodConfig, TrainingConfig, validate_config
+from tunesmith.engine import build_scheduler, enable_gradient_checkpointing, evaluate_loss, train
 from tunesmith.models.adapt import apply_method
 from tunesmith.recipes import sft
 
@@ -177,7 +177,7 @@ def test_dropout_override_makes_training_forwards_random(tiny_model_dir: Path) -
 
 
 def test_trackers_write_tensorboard_events_and_refuse_missing_ones(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from tunesmith.engine.loop import TrainingError
+    from tunesmith.engine import TrainingError
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     examples = sst2_examples(tokenizer, 8)
@@ -282,7 +282,7 @@ def test_compile_compiles_each_decoder_layer_and_keeps_the_loss(tiny_model_dir: 
 
 
 def test_cpu_training_returns_freed_memory_after_each_layer_without_changing_gradients(tiny_model_dir: Path) -> None:
-    from tunesmith.engine.loop import backward_window
+    from tunesmith.engine import backward_window
     from tunesmith.engine.model_options import decoder_layers, release_freed_cpu_memory
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -14,7 +14,7 @@ from tunesmith.metrics.classification import (
     probability_metrics,
 )
 from tunesmith.metrics.compare import compare, mcnemar_test
-from tunesmith.metrics.errors import error_analysis
+from tunesmith.metrics.error_analysis import error_analysis
 from tunesmith.metrics.text import exact_match, extract_label, token_f1
 
 LABELS = ["negative", "positive"]

@@ -6,17 +6,17 @@ from __future__ import annotations
 import json
 import random
 import time
-from pathlib import Path
 
 import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
+from tests.helpers.paths import SHARED
 from tunesmith.metrics.compare import compare
 from tunesmith.metrics.generation import GENERATION_METRICS, generation_metrics, sentence_metrics
 from tunesmith.recipes import sft
 
-SCITLDR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scitldr" / "test.jsonl"
+SCITLDR = SHARED / "scitldr" / "test.jsonl"
 
 
 def scitldr_rows(n: int) -> tuple[list[str], list[list[str]]]:

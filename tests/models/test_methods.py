@@ -12,16 +12,17 @@ import yaml
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-from tests.conftest import run_cli, write_tiny_config
-from tunesmith.config import MethodConfig
+from tests.helpers.cli import run_cli, run_cli_in_process
+from tests.helpers.configs import write_tiny_config
+from tunesmith.core.config import MethodConfig
+from tunesmith.core.errors import ConfigError
 from tunesmith.data.records import Chat
-from tunesmith.errors import ConfigError
 from tunesmith.models.adapt import apply_method, count_parameters
+from tunesmith.pipeline.run import Run
 from tunesmith.recipes import sft
-from tunesmith.run import Run
 
 IDS = torch.tensor([[5, 17, 42, 99, 3, 250]])
-HIDDEN, KV_DIM, FF, LAYERS = 64, 32, 128, 2  # the tiny Llama of conftest: 4 heads of 16, 2 key/value heads
+HIDDEN, KV_DIM, FF, LAYERS = 64, 32, 128, 2  # build_tiny_llama (tests/helpers): 4 heads of 16, 2 key/value heads
 
 
 def _tiny(tiny_model_dir: Path) -> LlamaForCausalLM:
@@ -52,7 +53,7 @@ def _trainable(tiny_model_dir: Path, **method: object) -> int:
     ],
 )
 def test_a_section_the_method_does_not_use_is_an_error(method: dict, needle: str) -> None:
-    from tunesmith.config import validate_config
+    from tunesmith.core.config import validate_config
 
     with pytest.raises(ConfigError, match=needle):
         validate_config(
@@ -62,7 +63,7 @@ def test_a_section_the_method_does_not_use_is_an_error(method: dict, needle: str
 
 @pytest.mark.parametrize("name", ["full", "freeze", "lora", "qlora", "prefix", "prompt", "ia3", "adapter", "prune"])
 def test_the_resolved_config_names_only_the_sections_its_method_uses(name: str) -> None:
-    from tunesmith.config import validate_config
+    from tunesmith.core.config import validate_config
 
     raw = {"model": {"name": "x"}, "data": {"train": "t.jsonl"}, "eval": {"enabled": False}, "method": {"name": name}}
     config = validate_config(raw)
@@ -144,7 +145,7 @@ def test_qlora_on_cpu_is_rejected_before_any_model_loads(tiny_model_dir: Path, t
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: qlora is allowed")
     config = write_tiny_config(tmp_path, tiny_model_dir, method={"name": "qlora"})
-    result = run_cli("run", str(config))
+    result = run_cli_in_process("run", str(config))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "method.name is 'qlora', which needs a CUDA GPU" in result.stderr and "method.name: lora" in result.stderr

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.config import ModelConfig
-from tunesmith.errors import ModelNotFoundError
+from tunesmith.core.config import ModelConfig
+from tunesmith.core.errors import ModelNotFoundError
 from tunesmith.models.load import load_causal_lm, load_tokenizer
 from tunesmith.models.resolve import _smollm2_gguf, resolve_model
 

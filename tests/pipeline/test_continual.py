@@ -11,10 +11,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import SST2, run_cli, write_tiny_config
-from tunesmith.config import load_config
-from tunesmith.continual import earlier_run
-from tunesmith.errors import ConfigError
+from tests.helpers.cli import run_cli
+from tests.helpers.configs import write_tiny_config
+from tests.helpers.paths import SST2
+from tunesmith.core.config import load_config
+from tunesmith.core.errors import ConfigError
+from tunesmith.pipeline.continual import earlier_run
 
 QUIET_EVAL = {"max_new_tokens": 3, "batch_size": 6, "baseline": False, "bias_probe": False, "forgetting": False}
 

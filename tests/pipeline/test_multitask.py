@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli, write_tiny_config
-from tunesmith.config import load_config
+from tests.helpers.cli import run_cli
+from tests.helpers.configs import write_tiny_config
+from tests.helpers.paths import REPO
+from tunesmith.core.config import load_config
+from tunesmith.core.errors import ConfigError
+from tunesmith.core.fs import read_jsonl
 from tunesmith.data.mix import mix_counts, mix_rows
-from tunesmith.errors import ConfigError
-from tunesmith.io import read_jsonl
 
 TREC = REPO.parent / "shared" / "datasets" / "trec"
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, write_tiny_config
-from tunesmith.config import load_config
-from tunesmith.errors import ConfigError
+from tests.helpers.cli import run_cli
+from tests.helpers.configs import write_tiny_config
+from tunesmith.core.config import load_config
+from tunesmith.core.errors import ConfigError
 
 VARIANTS = ["{input}", "Is this review positive or negative? {input}"]
 

@@ -13,13 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_tiny_config
-from tunesmith.run import Run
-
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+from tests.helpers.configs import write_tiny_config
+from tests.helpers.report import CHROMIUM_FLAGS
+from tunesmith.pipeline.run import Run
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +77,7 @@ def test_an_environment_that_cannot_be_fully_read_says_what_is_missing(tmp_path:
     """No git and no nvidia-smi on PATH: the record keeps what it could read and names the rest."""
     bare = {**os.environ, "PATH": str(tmp_path)}  # an empty folder: no command can be found
     done = subprocess.run(
-        [sys.executable, "-m", "tunesmith.environment"], capture_output=True, text=True, env=bare, check=True
+        [sys.executable, "-m", "tunesmith.core.environment"], capture_output=True, text=True, env=bare, check=True
     )
     env = json.loads(done.stdout)
     assert env["tunesmith"]["git_commit"] is None

@@ -11,8 +11,9 @@ import yaml
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from tests.conftest import run_cli, write_tiny_config
-from tunesmith.run import Run
+from tests.helpers.cli import run_cli, run_cli_in_process
+from tests.helpers.configs import write_tiny_config
+from tunesmith.pipeline.run import Run
 
 
 def test_run_prepares_trains_evaluates_and_saves(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -103,7 +104,7 @@ def _nothing_claims_completion(tmp_path: Path) -> None:
 
 def test_missing_data_file(tiny_model_dir: Path, tmp_path: Path) -> None:
     config = write_tiny_config(tmp_path, tiny_model_dir, data={"train": str(tmp_path / "absent.tsv")})
-    _fails_cleanly(run_cli("run", str(config)), "data file not found", "absent.tsv", "fix:")
+    _fails_cleanly(run_cli_in_process("run", str(config)), "data file not found", "absent.tsv", "fix:")
     _nothing_claims_completion(tmp_path)
 
 
@@ -111,7 +112,7 @@ def test_empty_data_file(tiny_model_dir: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     config = write_tiny_config(tmp_path, tiny_model_dir, data={"train": str(empty)})
-    _fails_cleanly(run_cli("run", str(config)), "empty.jsonl", "the file is empty")
+    _fails_cleanly(run_cli_in_process("run", str(config)), "empty.jsonl", "the file is empty")
     _nothing_claims_completion(tmp_path)
 
 
@@ -129,13 +130,15 @@ def test_unknown_model_alias(tiny_model_dir: Path, tmp_path: Path) -> None:
 
 def test_config_key_typo(tiny_model_dir: Path, tmp_path: Path) -> None:
     config = write_tiny_config(tmp_path, tiny_model_dir, training={"epoch": 2})
-    _fails_cleanly(run_cli("run", str(config)), "training.epoch: unknown key; did you mean 'training.epochs'?")
+    _fails_cleanly(
+        run_cli_in_process("run", str(config)), "training.epoch: unknown key; did you mean 'training.epochs'?"
+    )
     assert not (tmp_path / "runs").exists()  # failed before any work
 
 
 def test_data_column_that_is_not_there(tiny_model_dir: Path, tmp_path: Path) -> None:
     config = write_tiny_config(tmp_path, tiny_model_dir, data={"prompt_template": "Review: {review}"})
-    _fails_cleanly(run_cli("run", str(config)), "column 'review' is not in the file", "sentence, label")
+    _fails_cleanly(run_cli_in_process("run", str(config)), "column 'review' is not in the file", "sentence, label")
     _nothing_claims_completion(tmp_path)
 
 
@@ -175,7 +178,7 @@ def test_bad_rows_are_rejected_with_reasons_and_kept(tiny_model_dir: Path, tmp_p
 @pytest.mark.slow
 def test_quickstart_at_reduced_size_beats_the_base_model(tmp_path: Path) -> None:
     """The real quickstart config on SmolLM2-135M, smaller: the tuned model must beat zero-shot base."""
-    from tests.conftest import REPO
+    from tests.helpers.paths import REPO
 
     result = run_cli(
         "run",

@@ -10,11 +10,12 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-from tests.conftest import SST2, run_cli
-from tunesmith.config import load_config, stage_configs
-from tunesmith.errors import ConfigError, TunesmithError
-from tunesmith.io import read_jsonl
-from tunesmith.run import Run
+from tests.helpers.cli import run_cli
+from tests.helpers.paths import SST2
+from tunesmith.core.config import load_config, stage_configs
+from tunesmith.core.errors import ConfigError, TunesmithError
+from tunesmith.core.fs import read_jsonl
+from tunesmith.pipeline.run import Run
 
 
 def staged_config(folder: Path, model_dir: Path, **second: object) -> Path:

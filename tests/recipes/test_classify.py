@@ -12,9 +12,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_cli
-from tests.conftest import build_tiny_bert as build_bert
-from tests.shipping import serving
+from tests.helpers.cli import run_cli, serving
+from tests.helpers.models import build_classify_bert
+from tests.helpers.paths import REPO
 from tunesmith.metrics.bias import counterfactual
 
 TREC = REPO.parent / "shared" / "datasets" / "trec"
@@ -27,14 +27,9 @@ QUESTIONS = [
 ]
 
 
-def build_tiny_bert(folder: Path) -> Path:
-    """A one-layer random BERT (hidden 64, no dropout, 64 positions) with the MiniLM tokenizer."""
-    return build_bert(folder, hidden_size=64, num_layers=1, max_positions=64, dropout=0.0)
-
-
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+    return build_classify_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def trec_config(folder: Path, model_dir: Path, **sections: dict) -> Path:

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import SST2, run_cli, write_tiny_config
-from tunesmith.config import validate_config
+from tests.helpers.cli import run_cli
+from tests.helpers.configs import write_tiny_config
+from tests.helpers.paths import SST2
+from tunesmith.core.config import validate_config
 from tunesmith.data.records import Labeled
 from tunesmith.recipes import classify_generation
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from tests.test_classify import build_tiny_bert
-from tunesmith.config import validate_config
+from tests.helpers.models import build_classify_bert
+from tunesmith.core.config import validate_config
 from tunesmith.data.records import Labeled
 from tunesmith.models.adapt import apply_method, count_parameters, load_trained, needs_base, save_model
 from tunesmith.models.prefix_compat import accept_past_key_values, needs_shim
@@ -34,7 +34,7 @@ ADAPTER_TARGETS = {"bert": ["output.dense"], "llama": ["o_proj", "down_proj"]}
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert-methods"))
+    return build_classify_bert(tmp_path_factory.mktemp("tiny-bert-methods"))
 
 
 @pytest.fixture(params=["bert", "llama"])
@@ -110,7 +110,7 @@ def test_method_trains_what_it_should_and_reloads_identically(
     kind, folder = model_dir
     cfg = _config(folder, method, kind)
     base = classify.load_model(cfg, labels=LABELS)
-    model = apply_method(base, cfg.method, tokenizer_path=str(folder), task_type=classify.PEFT_TASK_TYPE)
+    model = apply_method(base, cfg.method, tokenizer_path=str(folder), task_type=classify.RECIPE.peft_task_type)
     trainable, _ = count_parameters(model)
     if method == "ia3":  # peft picks the modules for the architecture: check the head and some scaling vectors
         vectors = sum(p.numel() for n, p in model.named_parameters() if "ia3_" in n)
@@ -183,8 +183,8 @@ def test_decoder_head_reads_the_last_real_token_whatever_the_padding(
 
 
 def test_rejected_methods_and_settings_say_why(tiny_model_dir: Path) -> None:
-    from tunesmith.errors import ConfigError
-    from tunesmith.run import Run
+    from tunesmith.core.errors import ConfigError
+    from tunesmith.pipeline.run import Run
 
     def config(**changes: Any) -> Any:
         raw = {

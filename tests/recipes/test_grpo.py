@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 
+from tunesmith.pipeline.run import Run
 from tunesmith.recipes.grpo import group_advantages
 from tunesmith.recipes.ppo import gae
-from tunesmith.run import Run
 
 WORDS = [
     "good",
@@ -40,7 +40,7 @@ LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 def says_target(prompts: list[str], completions: list[str], references: list[str | None]) -> list[float]:
-    """The toy reward (used as 'tests.test_grpo:says_target'): 1 when the target word is in the reply."""
+    """The toy reward (used as 'tests.recipes.test_grpo:says_target'): 1 when the target word is in the reply."""
     return [float(TARGET in c.split()) for c in completions]
 
 
@@ -50,7 +50,7 @@ def word_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from tests.conftest import CHATML
+    from tests.helpers.models import CHATML
 
     folder = tmp_path_factory.mktemp("word-llama")
     vocab = {t: i for i, t in enumerate(["<pad>", "<|im_start|>", "<|im_end|>", "<unk>", "user", "assistant", *WORDS])}
@@ -80,7 +80,7 @@ def toy_config(folder: Path, model_dir: Path, task: str, steps: int, **rl: objec
         "model": {"name": str(model_dir)},
         "task": {
             "name": task,
-            "rl": {"reward": ["tests.test_grpo:says_target"], "max_new_tokens": 6, "num_generations": 8, **rl},
+            "rl": {"reward": ["tests.recipes.test_grpo:says_target"], "max_new_tokens": 6, "num_generations": 8, **rl},
         },
         "data": {"train": str(data), "test_fraction": 0.2},
         # A 32-wide model's final RMSNorm bounds how far its body can move the logits; LoRA on lm_head too.
@@ -147,12 +147,12 @@ def test_rl_reference_is_the_lora_policy_with_adapters_off(word_model_dir: Path)
     """PPO / GRPO hold one copy of the base weights: the reference is the policy with its adapter disabled."""
     from transformers import AutoModelForCausalLM
 
-    from tests.test_preference import _unique_storage_numel
-    from tunesmith.config import MethodConfig
+    from tests.helpers.training import unique_storage_numel
+    from tunesmith.core.config import MethodConfig
     from tunesmith.models.adapt import apply_method
-    from tunesmith.recipes.rl_common import reference, reference_copy
+    from tunesmith.recipes.common.rl import reference, reference_copy
 
-    base_numel = _unique_storage_numel(AutoModelForCausalLM.from_pretrained(word_model_dir))
+    base_numel = unique_storage_numel(AutoModelForCausalLM.from_pretrained(word_model_dir))
     policy = apply_method(AutoModelForCausalLM.from_pretrained(word_model_dir), MethodConfig(name="lora"))
     adapter_numel = sum(p.numel() for n, p in policy.named_parameters() if "lora_" in n)
     assert reference_copy(None, policy) is None  # no frozen copy is loaded for an adapter policy
@@ -162,20 +162,22 @@ def test_rl_reference_is_the_lora_policy_with_adapters_off(word_model_dir: Path)
         ids = torch.tensor([[1, 4, 8, 9, 2]])
         with reference(policy, None) as ref_model:
             ref_logits = ref_model(input_ids=ids).logits
-        assert _unique_storage_numel(policy) == base_numel + adapter_numel
+        assert unique_storage_numel(policy) == base_numel + adapter_numel
         plain = AutoModelForCausalLM.from_pretrained(word_model_dir)(input_ids=ids).logits
         assert torch.allclose(ref_logits, plain, atol=1e-5)
         assert not torch.allclose(policy(input_ids=ids).logits, plain, atol=1e-3)
 
 
 def test_programmatic_rewards_by_name() -> None:
-    from tunesmith.config import RlConfig
+    from tunesmith.core.config import RlConfig
+    from tunesmith.core.errors import ConfigError
     from tunesmith.data.records import Message
-    from tunesmith.errors import ConfigError
-    from tunesmith.recipes.rewards import build_reward
+    from tunesmith.recipes.common.reward_fns import build_reward
 
     prompt = [Message("user", "Capital of France? Answer in one word.")]
-    rl = RlConfig(reward=["exact_match", "format", "length", "tests.test_grpo:says_target"], format_pattern=r"\w+\.?")
+    rl = RlConfig(
+        reward=["exact_match", "format", "length", "tests.recipes.test_grpo:says_target"], format_pattern=r"\w+\.?"
+    )
     rl.target_length = 5
     score = build_reward(rl)
     replies = ["Paris.", "It is Paris, good", "Lyon"]
@@ -186,7 +188,7 @@ def test_programmatic_rewards_by_name() -> None:
     with pytest.raises(ConfigError, match="neither a built-in"):
         build_reward(RlConfig(reward=["no_such_reward"]))
     with pytest.raises(ConfigError, match="cannot load"):
-        build_reward(RlConfig(reward=["tests.test_grpo:missing"]))
+        build_reward(RlConfig(reward=["tests.recipes.test_grpo:missing"]))
 
 
 @pytest.mark.parametrize(
@@ -203,10 +205,11 @@ def test_a_killed_rl_run_resumes_to_the_same_model(
     and ppo's value head and adaptive KL coefficient: the model equals that of the run never interrupted."""
     from safetensors.torch import load_file
 
-    from tests.conftest import run_cli
-    from tunesmith.engine.checkpoint import checkpoints
-    from tunesmith.errors import TunesmithError
-    from tunesmith.io import RunDir
+    from tests.helpers.cli import run_cli
+    from tests.helpers.paths import REPO
+    from tunesmith.core.errors import TunesmithError
+    from tunesmith.core.rundir import RunDir
+    from tunesmith.engine import checkpoints
 
     path = toy_config(tmp_path, word_model_dir, task, 4, **rl)
     config = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -229,7 +232,7 @@ def test_a_killed_rl_run_resumes_to_the_same_model(
     with pytest.raises(TunesmithError, match="unfinished training run"):  # no --resume: not silently redone
         Run.from_file(path).train()
     if task == "ppo":  # the CLI in a fresh process, as after a kill (grpo resumes in this one: it saves ~10 s)
-        monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[1]))  # the reward lives in tests.test_grpo
+        monkeypatch.setenv("PYTHONPATH", str(REPO))  # the reward lives in tests.recipes.test_grpo
         result = run_cli("train", str(path), "--resume")
         assert result.returncode == 0, result.stderr
         assert "continuing from step 2" in result.stderr

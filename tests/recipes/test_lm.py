@@ -11,8 +11,9 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import SST2, run_cli
-from tunesmith.config import load_config, validate_config
+from tests.helpers.cli import run_cli
+from tests.helpers.paths import SST2
+from tunesmith.core.config import load_config, validate_config
 from tunesmith.data.records import Pair, Text
 from tunesmith.recipes import lm
 
@@ -150,7 +151,7 @@ def test_an_lm_stage_hands_its_model_to_an_sft_stage(tiny_model_dir: Path, tmp_p
     """Domain pre-training then instruction tuning: the sft stage starts from the lm stage's (merged) model."""
     from transformers import AutoModelForCausalLM
 
-    from tunesmith.stages import run_stages
+    from tunesmith.pipeline.sequential import run_stages
 
     corpus = write_domain_folder(tmp_path / "corpus", 16, seed=2)
     config = {

@@ -11,10 +11,11 @@ import torch
 import yaml
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-from tests.conftest import run_cli
-from tests.test_tag import build_tiny_bert, synthetic_sentence, write_conll
-from tunesmith.config import load_config
-from tunesmith.errors import ConfigError
+from tests.helpers.cli import run_cli
+from tests.helpers.data import synthetic_sentence, write_conll
+from tests.helpers.models import build_token_bert
+from tunesmith.core.config import load_config
+from tunesmith.core.errors import ConfigError
 
 
 def write_mention_file(path: Path, n: int, seed: int) -> Path:
@@ -64,7 +65,7 @@ def test_heads_need_full_fine_tuning(tmp_path: Path) -> None:
 
 
 def test_one_backbone_learns_both_tasks_and_each_head_loads_on_its_own(tmp_path: Path) -> None:
-    model_dir = build_tiny_bert(tmp_path / "tiny-bert")
+    model_dir = build_token_bert(tmp_path / "tiny-bert")
     result = run_cli("run", str(write_config(tmp_path, model_dir)))
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "runs" / "heads"
@@ -90,17 +91,18 @@ def test_one_backbone_learns_both_tasks_and_each_head_loads_on_its_own(tmp_path:
 def test_the_mixed_loss_does_not_depend_on_how_a_step_is_split(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from tunesmith.run import Run
+    from tunesmith.pipeline.encoding import encode_split
+    from tunesmith.pipeline.run import Run
 
-    model_dir = build_tiny_bert(tmp_path / "tiny-bert")
+    model_dir = build_token_bert(tmp_path / "tiny-bert")
     run = Run(load_config(write_config(tmp_path, model_dir)))
     run.open()
     run.prepare()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    examples = run._encode_split("train", tokenizer)[:12]
+    examples = encode_split(run, "train", tokenizer)[:12]
     assert {e.task for e in examples} == {"mentions", "entities"}
     model = run.recipe.load_model(run.config)
-    fns = run.recipe.train_fns(tokenizer, run.config)
+    fns = run.recipe.training.train_fns(tokenizer, run.config, None)
 
     def mean_loss(pieces: list[list]) -> torch.Tensor:
         total, count = torch.zeros(()), 0

@@ -10,41 +10,13 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import SST2, run_cli
-from tunesmith.config import validate_config
+from tests.helpers.cli import run_cli
+from tests.helpers.configs import pref_config
+from tests.helpers.training import unique_storage_numel
+from tunesmith.core.config import validate_config
 from tunesmith.data.records import Message, Preference
+from tunesmith.pipeline.run import Run
 from tunesmith.recipes import preference
-from tunesmith.run import Run
-
-
-def _reviews(n: int) -> list[str]:
-    lines = (SST2 / "train.tsv").read_text(encoding="utf-8").splitlines()[1 : n + 1]
-    return [line.split("\t")[0] for line in lines]
-
-
-def write_pairs(path: Path, n: int = 48) -> Path:
-    """A learnable preference: the reply 'positive' is always preferred to 'negative'."""
-    rows = [{"prompt": f"Sentiment of: {text}", "chosen": "positive", "rejected": "negative"} for text in _reviews(n)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def pref_config(folder: Path, model_dir: Path, task: str, **sections: dict) -> Path:
-    data = write_pairs(folder / "pairs.jsonl")
-    config = {
-        "model": {"name": str(model_dir)},
-        "task": {"name": task, "preference": {"beta": 0.5}},
-        "data": {"train": str(data), "test_fraction": 0.25},
-        "method": {"name": "lora", "lora": {"r": 8, "alpha": 16}},
-        "training": {"max_steps": 12, "batch_size": 4, "max_seq_len": 64, "learning_rate": 5e-3},
-        "eval": {"max_new_tokens": 4, "batch_size": 8},
-        "output": {"dir": str(folder / "runs"), "name": task},
-    }
-    for section, values in sections.items():
-        config.setdefault(section, {}).update(values)
-    path = folder / f"{task}.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
 
 
 def test_dpo_run_learns_the_preference_and_reports_it(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -64,14 +36,6 @@ def test_dpo_run_learns_the_preference_and_reports_it(tiny_model_dir: Path, tmp_
     assert "reward_accuracy" in html or "reward accuracy" in html
 
 
-def _unique_storage_numel(model: torch.nn.Module) -> int:
-    """Elements of distinct parameter storages held by the model (shared weights counted once)."""
-    seen: dict[int, int] = {}
-    for p in model.parameters():
-        seen[p.untyped_storage().data_ptr()] = p.untyped_storage().nbytes() // p.element_size()
-    return sum(seen.values())
-
-
 def test_lora_reference_is_the_base_with_adapters_off(tiny_model_dir: Path, tmp_path: Path) -> None:
     """One copy of the base weights: the reference log-probs come from the same model with adapters disabled."""
     from transformers import AutoModelForCausalLM
@@ -79,10 +43,10 @@ def test_lora_reference_is_the_base_with_adapters_off(tiny_model_dir: Path, tmp_
     from tunesmith.models.adapt import apply_method
 
     cfg = validate_config(yaml.safe_load(pref_config(tmp_path, tiny_model_dir, "dpo").read_text()))
-    base_numel = _unique_storage_numel(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+    base_numel = unique_storage_numel(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
     model = apply_method(preference.load_model(cfg), cfg.method)
     adapter_numel = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
-    assert _unique_storage_numel(model) == base_numel + adapter_numel
+    assert unique_storage_numel(model) == base_numel + adapter_numel
 
     from tunesmith.models.load import load_tokenizer
 
@@ -95,14 +59,14 @@ def test_lora_reference_is_the_base_with_adapters_off(tiny_model_dir: Path, tmp_
     loss_fn = preference.PreferenceLoss(cfg)
     reference = loss_fn.reference.logps(model, batch)
     assert loss_fn.reference.copy is None  # no second model was loaded
-    assert _unique_storage_numel(model) == base_numel + adapter_numel
+    assert unique_storage_numel(model) == base_numel + adapter_numel
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert torch.allclose(reference, preference.logps(plain, batch)[0], atol=1e-5)
     assert not torch.allclose(reference, preference.logps(model, batch)[0], atol=1e-3)
 
 
 def test_prompt_is_shared_and_only_completion_tokens_count(tiny_model_dir: Path) -> None:
-    from tunesmith.config import ModelConfig
+    from tunesmith.core.config import ModelConfig
     from tunesmith.models.load import load_tokenizer
 
     tokenizer = load_tokenizer(ModelConfig(name=str(tiny_model_dir)))

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO, run_cli
-from tunesmith.run import Run
+from tests.helpers.cli import run_cli, run_cli_in_process
+from tests.helpers.paths import REPO
+from tunesmith.pipeline.run import Run
 
 
 def test_feedback_converter_turns_rated_replies_into_kto_rows(tmp_path: Path) -> None:
@@ -29,7 +30,7 @@ def test_feedback_converter_names_the_bad_line(tmp_path: Path) -> None:
     good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello", "rating": "up"}]}
     bad = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo", "rating": "meh"}]}
     log.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
-    result = run_cli("data", "feedback", str(log), "--out", str(tmp_path / "out.jsonl"))
+    result = run_cli_in_process("data", "feedback", str(log), "--out", str(tmp_path / "out.jsonl"))
     assert result.returncode != 0
     assert f"{log}:2" in result.stderr and "messages[1].rating" in result.stderr and "'meh'" in result.stderr
     assert not (tmp_path / "out.jsonl").exists()

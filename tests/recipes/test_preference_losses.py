@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tunesmith.recipes.preference_losses import dpo_losses, kto_losses, orpo_losses, sequence_logps, simpo_losses
+from tunesmith.recipes.common.preference_losses import dpo_losses, kto_losses, orpo_losses, sequence_logps, simpo_losses
 
 TOL = 1e-6
 

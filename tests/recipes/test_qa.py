@@ -4,31 +4,24 @@ from __future__ import annotations
 
 import itertools
 import json
-import random
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import run_cli
-from tests.test_tag import assert_report_renders, build_tiny_bert, minilm_tokenizer_dir
-from tunesmith.config import validate_config
+from tests.helpers.cli import run_cli
+from tests.helpers.configs import write_qa_config
+from tests.helpers.data import synthetic_squad
+from tests.helpers.models import build_token_bert, minilm_tokenizer_dir
+from tests.helpers.paths import SHARED
+from tests.helpers.report import assert_report_renders
+from tunesmith.core.config import validate_config
+from tunesmith.core.errors import ConfigError
 from tunesmith.data.formats import RowError
 from tunesmith.data.records import Pair
-from tunesmith.errors import ConfigError
 from tunesmith.metrics.text import exact_match, normalize, token_f1
 from tunesmith.recipes import qa
 
-XQUAD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad_v1.1_dev_xquad_en" / "xquad.en.json"
-NAMES = ["Maria", "John", "Aisha", "Wei", "Olga", "Carlos", "Emma", "Ravi", "Yuki", "Omar", "Lena", "Pedro"]
-THINGS = ["bicycle", "violin", "house", "painting", "boat", "camera", "guitar", "tractor"]
-FILLERS = [
-    "The market was busy that morning.",
-    "It had rained for most of the week.",
-    "Prices in the town had gone up again.",
-    "Everyone was talking about the festival.",
-    "The old bridge was closed for repairs.",
-]
+XQUAD = SHARED / "squad_v1.1_dev_xquad_en" / "xquad.en.json"
 
 
 def qa_config(**sections: dict) -> object:
@@ -47,30 +40,7 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def tiny_bert_qa_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert-qa"))
-
-
-def synthetic_squad(n: int, seed: int) -> dict:
-    """SQuAD-layout paragraphs where the answer to "Who bought ...?" is the one name in the context."""
-    rng = random.Random(seed)
-    paragraphs = []
-    for i in range(n):
-        name, thing = rng.choice(NAMES), rng.choice(THINGS)
-        before, after = rng.sample(FILLERS, 2)
-        event = f"{name} bought a {thing} from a neighbour."
-        context = f"{before} {event} {after}" if rng.random() < 0.5 else f"{before} {after} {event}"
-        qas = [
-            {
-                "id": f"q{seed}-{i}",
-                "question": f"Who bought a {thing}?",
-                "answers": [{"text": name, "answer_start": context.index(name)}],
-            }
-        ]
-        paragraphs.append({"context": context, "qas": qas})
-    return {"version": "1.1", "data": [{"title": "synthetic", "paragraphs": paragraphs}]}
-
-
-# ------------------------------------------------------------------ records and windows
+    return build_token_bert(tmp_path_factory.mktemp("tiny-bert-qa"))
 
 
 def test_convert_keeps_the_files_answer_offset_and_rejects_answers_not_in_the_context() -> None:
@@ -193,37 +163,6 @@ def test_qa_scores_take_the_best_reference() -> None:
 
 
 # ------------------------------------------------------------------ end to end
-
-
-def write_qa_config(folder: Path, model_dir: Path, **sections: dict) -> Path:
-    train, test = folder / "train.json", folder / "test.json"
-    train.write_text(json.dumps(synthetic_squad(200, seed=1)), encoding="utf-8")
-    test.write_text(json.dumps(synthetic_squad(40, seed=2)), encoding="utf-8")
-    config = {
-        "model": {"name": str(model_dir)},
-        "data": {
-            "train": str(train),
-            "test": str(test),
-            "dedup": {"exact": False, "near": False, "across_splits": False},
-        },
-        # Windows of 32 tokens: a context (~25 tokens) and its question need two or three of them.
-        "task": {"name": "qa", "qa": {"doc_stride": 8, "max_question_len": 10}},
-        "method": {"name": "full"},
-        "training": {
-            "max_steps": 40,
-            "batch_size": 16,
-            "learning_rate": 3e-3,
-            "max_seq_len": 32,
-            "scheduler": "linear",
-        },
-        "eval": {"batch_size": 32, "bootstrap_samples": 200},
-        "output": {"dir": str(folder / "runs"), "name": "qa"},
-    }
-    for section, values in sections.items():
-        config.setdefault(section, {}).update(values)
-    path = folder / "qa.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
 
 
 def test_qa_run_through_the_cli_learns_to_find_the_answer(tiny_bert_qa_dir: Path, tmp_path: Path) -> None:

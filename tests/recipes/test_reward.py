@@ -9,12 +9,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from tests.test_preference import pref_config, write_pairs
-from tunesmith.config import RlConfig
+from tests.helpers.configs import pref_config
+from tests.helpers.data import write_pairs
+from tunesmith.core.config import RlConfig
 from tunesmith.data.records import Message
+from tunesmith.pipeline.run import Run
 from tunesmith.recipes import reward
-from tunesmith.recipes.rewards import load_source
-from tunesmith.run import Run
+from tunesmith.recipes.common.reward_fns import load_source
 
 
 def test_reward_model_learns_pairs_and_scores_replies(tiny_model_dir: Path, tmp_path: Path) -> None:

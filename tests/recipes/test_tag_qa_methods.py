@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_qa import write_qa_config
-from tests.test_tag import build_tiny_bert, write_tag_config
+from tests.helpers.configs import write_qa_config, write_tag_config
+from tests.helpers.models import build_token_bert
+from tunesmith.core.errors import ConfigError
 from tunesmith.data.records import record_from_dict
-from tunesmith.errors import ConfigError
 from tunesmith.models.adapt import count_parameters
-from tunesmith.run import Run
+from tunesmith.pipeline.run import Run
 
-HIDDEN, FF, LAYERS = 32, 64, 2  # the tiny BERT of tests/test_tag.py
+HIDDEN, FF, LAYERS = 32, 64, 2  # the tiny BERT of build_token_bert (tests/helpers/models.py)
 LAYER = (
     4 * (HIDDEN * HIDDEN + HIDDEN) + (HIDDEN * FF + FF) + (FF * HIDDEN + HIDDEN) + 2 * (2 * HIDDEN)
 )  # + 2 LayerNorms
@@ -24,7 +24,7 @@ HEAD_OUTPUTS = {"tag": 4, "qa": 2}  # B-location, B-person, I-person, O; start a
 
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert-methods"))
+    return build_token_bert(tmp_path_factory.mktemp("tiny-bert-methods"))
 
 
 def _trained(task: str, bert_dir: Path, folder: Path, method: dict) -> tuple[Run, torch.nn.Module, int]:
@@ -38,8 +38,9 @@ def _trained(task: str, bert_dir: Path, folder: Path, method: dict) -> tuple[Run
 
 def _loss(run: Run, model: torch.nn.Module, tokenizer: object) -> torch.Tensor:
     rows = run.dir.split("train").read_text().splitlines()[:4]
-    examples = [run.recipe.encode_row(record_from_dict(json.loads(r)), tokenizer, run.config) for r in rows]
-    fns = run.recipe.train_fns(tokenizer, run.config)
+    training = run.recipe.training
+    examples = [training.encode_row(record_from_dict(json.loads(r)), tokenizer, run.config) for r in rows]
+    fns = training.train_fns(tokenizer, run.config, None)
     with torch.no_grad():
         return fns.loss(model, fns.collate(examples))[0]
 

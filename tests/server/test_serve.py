@@ -15,7 +15,9 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.shipping import EOS_ID, serving, train_tiny_run
+from tests.helpers.cli import serving
+from tests.helpers.models import EOS_ID
+from tests.helpers.training import train_tiny_run
 
 KEY = "test-key-123"
 PROMPT = "Sentiment of: a gorgeous , witty , seductive movie ."

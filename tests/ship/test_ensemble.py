@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, write_tiny_config
-from tunesmith.ensemble import combine
+from tests.helpers.cli import run_cli
+from tests.helpers.configs import write_tiny_config
 from tunesmith.recipes.sft import Reply
+from tunesmith.ship.ensemble import combine
 
 LABELS = ["negative", "positive"]
 QUICK_EVAL = {"max_new_tokens": 3, "batch_size": 6, "few_shot": 0, "forgetting": False, "bias_probe": False}

@@ -11,8 +11,8 @@ from peft import PeftModel
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.conftest import run_cli
-from tests.shipping import EOS_ID
+from tests.helpers.cli import run_cli, run_cli_in_process
+from tests.helpers.models import EOS_ID
 
 IDS = torch.tensor([[1, 5, 17, 42, 99, 3, 250, 2, 1, 7]])
 
@@ -112,16 +112,19 @@ def test_bf16_export_from_a_moved_run(tuned_run_dir: Path, tmp_path: Path) -> No
 
 
 def test_bad_export_arguments_are_explained(tuned_run_dir: Path, tmp_path: Path) -> None:
-    _fails_cleanly(run_cli("export", str(tmp_path / "nope"), "--out", str(tmp_path / "x")), "not a run directory")
+    _fails_cleanly(
+        run_cli_in_process("export", str(tmp_path / "nope"), "--out", str(tmp_path / "x")), "not a run directory"
+    )
     exists = tmp_path / "exists"
     exists.mkdir()
-    _fails_cleanly(run_cli("export", str(tuned_run_dir), "--out", str(exists)), "already exists")
+    _fails_cleanly(run_cli_in_process("export", str(tuned_run_dir), "--out", str(exists)), "already exists")
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     shutil.copy(tuned_run_dir / "config.yaml", unfinished / "config.yaml")
-    _fails_cleanly(run_cli("export", str(unfinished), "--out", str(tmp_path / "y")), "no trained model yet")
+    _fails_cleanly(run_cli_in_process("export", str(unfinished), "--out", str(tmp_path / "y")), "no trained model yet")
     _fails_cleanly(
-        run_cli("export", str(tuned_run_dir), "--out", str(tmp_path / "z"), "--dtype", "int3"), "--dtype 'int3'"
+        run_cli_in_process("export", str(tuned_run_dir), "--out", str(tmp_path / "z"), "--dtype", "int3"),
+        "--dtype 'int3'",
     )
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
 
@@ -156,8 +159,8 @@ def test_gguf_round_trip_on_a_tiny_llama(tuned_run_dir: Path, tmp_path: Path) ->
 
 
 def test_q8_0_gguf_is_checked_against_the_model(tuned_run_dir: Path, tmp_path: Path) -> None:
-    from tunesmith.export import export_run
-    from tunesmith.run import Run
+    from tunesmith.pipeline.run import Run
+    from tunesmith.ship.export import export_run
 
     result = export_run(Run.from_dir(tuned_run_dir), tmp_path / "q8", gguf="q8_0")
     check = result.checks["gguf"]
@@ -168,9 +171,9 @@ def test_q8_0_gguf_is_checked_against_the_model(tuned_run_dir: Path, tmp_path: P
 
 
 def test_full_fine_tuned_run_exports_whole_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from tests.conftest import write_tiny_config
-    from tunesmith.export import export_run
-    from tunesmith.run import Run
+    from tests.helpers.configs import write_tiny_config
+    from tunesmith.pipeline.run import Run
+    from tunesmith.ship.export import export_run
 
     config = write_tiny_config(
         tmp_path, tiny_model_dir, method={"name": "full"}, training={"max_steps": 2}, eval={"enabled": False}

@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import SST2, run_cli
+from tests.helpers.cli import run_cli
+from tests.helpers.paths import SST2
 
 
 def _write_input(path: Path, rows: int) -> list[dict[str, str]]:

@@ -14,10 +14,11 @@ import optuna
 import pytest
 import yaml
 
-from tests.conftest import run_cli, write_tiny_config
-from tunesmith.config import load_config
-from tunesmith.errors import ConfigError
-from tunesmith.sweep import load_sweep, run_sweep
+from tests.helpers.cli import run_cli
+from tests.helpers.configs import write_tiny_config
+from tunesmith.core.config import load_config
+from tunesmith.core.errors import ConfigError
+from tunesmith.sweep.search import load_sweep, run_sweep
 
 FINISHED = ("COMPLETE", "PRUNED")
 

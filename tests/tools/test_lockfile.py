@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 FILES = ("pyproject.toml", "constraints/cpu.txt", "requirements/demo-models.in", "requirements/lock.txt")
 

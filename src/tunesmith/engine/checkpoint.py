@@ -30,10 +30,8 @@ from tunesmith.engine.distributed import (
     distributed_kind,
     gathered,
     is_deepspeed,
-    shards_weights,  # noqa: F401  (re-exported until importers move to `tunesmith.engine`)
     trainable_parameters,
     trainable_state,
-    whole_state_dict,  # noqa: F401  (re-exported until importers move to `tunesmith.engine`)
 )
 
 STEP_DIR = re.compile(r"^step-(\d+)$")

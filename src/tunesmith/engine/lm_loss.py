@@ -8,7 +8,7 @@ takes the final hidden states and hands the head an empty sequence; the loss the
 target positions, in chunks, with the gradient computed chunk by chunk (a fused linear cross-entropy), so
 the full logits tensor never exists.
 
-Exact: the same loss and gradients as the full computation (``tests/test_engine_lm_loss.py``). Falls back to
+Exact: the same loss and gradients as the full computation (``tests/engine/test_lm_loss.py``). Falls back to
 the full logits where it cannot apply: label smoothing, models that post-process logits (soft-capping,
 logit scaling), and methods that prepend virtual tokens (prompt tuning: the hidden states are then longer
 than the labels, detected by shape).

@@ -24,7 +24,6 @@ from tunesmith.core.fs import append_jsonl, read_jsonl_log, write_jsonl
 from tunesmith.core.progress import StepProgress
 from tunesmith.engine.backward import (
     backward_window,
-    to_device,  # noqa: F401  (re-exported until importers move to `tunesmith.engine`)
 )
 from tunesmith.engine.batching import step_micro_batches, total_steps
 from tunesmith.engine.checkpoint import checkpoints, load_checkpoint, save_checkpoint
@@ -32,7 +31,6 @@ from tunesmith.engine.distributed import (
     configure_deepspeed,
     equal_passes,
     is_deepspeed,
-    make_accelerator,  # noqa: F401  (re-exported until importers move to `tunesmith.engine`)
 )
 from tunesmith.engine.early_stopping import EarlyStopping
 from tunesmith.engine.evaluate import evaluate_loss
@@ -57,7 +55,6 @@ from tunesmith.engine.model_options import (
 from tunesmith.engine.optim import PlateauScheduler, build_optimizer, build_scheduler
 from tunesmith.engine.packing import attention_implementation, split_rows
 from tunesmith.engine.task import (
-    Batch,  # noqa: F401  (re-exported until importers move to `tunesmith.engine`)
     TaskFns,
     TrainingError,
 )

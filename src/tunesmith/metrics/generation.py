@@ -35,7 +35,7 @@ def row_statistics(prediction: str, references: tuple[str, ...]) -> np.ndarray:
     """One row's statistics: BLEU counts, chrF counts, then ROUGE-1/2/L F-measures (max over references).
 
     Uses sacrebleu's segment-statistics extraction (``_extract_corpus_statistics``), the same call its own
-    paired bootstrap is built on; ``tests/test_generation_metrics.py`` checks the sums against ``corpus_score``.
+    paired bootstrap is built on; ``tests/metrics/test_generation.py`` checks the sums against ``corpus_score``.
     """
     bleu, chrf, rouge = _scorers()
     streams = [[ref] for ref in references]  # sacrebleu takes one stream per reference

@@ -60,7 +60,7 @@ def apply_method(
 
     ``tokenizer_path`` is needed by prompt tuning with ``init_text``. A ``prune`` model is expected to be pruned
     already (see ``tunesmith.models.prune``); here it gets its follow-up method (lora or full). ``task_type`` is
-    peft's (the recipe's ``PEFT_TASK_TYPE``): for task heads peft also trains and saves the head.
+    peft's (the recipe's ``peft_task_type``): for task heads peft also trains and saves the head.
     """
     name = method.prune.then if method.name == "prune" else method.name
     if name == "full":
