@@ -209,7 +209,7 @@ def main() -> None:
     parser.add_argument("--readme", action="store_true", help="rewrite the README's quickstart table")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
-    from tunesmith.environment import collect
+    from tunesmith.core.environment import collect
 
     seeds = []
     with tempfile.TemporaryDirectory(prefix="quickstart-seeds-") as tmp:
