@@ -5,7 +5,7 @@
 Each seed (``training.seed``: which training rows are sampled, the adapter's initialisation, the batch order and
 the few-shot examples) is a full run of the real CLI in a temporary folder, timed from the command line. The
 result file (``bench/results/quickstart_seeds.json``) holds every seed's figures, their mean and standard
-deviation, the command and the environment (tunesmith.environment) it ran in; ``--readme`` also rewrites the
+deviation, the command and the environment (tunesmith.core.environment) it ran in; ``--readme`` also rewrites the
 table between the README's quickstart markers. A test checks that the README table is this file's rendering.
 
 Heavy (about 6 minutes a seed on 2 cores): run it alone, e.g. under ``flock /tmp/tunesmith-heavy.lock``.
