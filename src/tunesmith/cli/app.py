@@ -133,11 +133,16 @@ def export(
     merge: bool = typer.Option(False, "--merge", help="Merge a LoRA adapter into the base weights."),
     dtype: str = typer.Option("fp32", "--dtype", help="Weight dtype of the export: fp32, bf16 or fp16."),
     gguf: str | None = typer.Option(None, "--gguf", help="Also write a GGUF file (f16 or q8_0; llama family)."),
+    force: bool = typer.Option(
+        False, "--force", help="Export even if the run's evaluation gate failed (card says so)."
+    ),
 ) -> None:
     """Export a trained run (adapter, or merged with --merge), verified against the run's model, with a model card."""
     from tunesmith.ship.export import export_run
 
-    result = export_run(open_run(run_path), out_dir, merge=merge, dtype=dtype, gguf=gguf)
+    result = export_run(open_run(run_path), out_dir, merge=merge, dtype=dtype, gguf=gguf, force=force)
+    if result.gate is not None and not result.gate["passed"]:
+        err.print("[yellow]warning:[/] exported with --force although the evaluation gate failed (see README.md)")
     err.print(
         f"[green]exported[/] {result.kind} model ({result.dtype}) to {result.out}; loaded back and compared: "
         f"max |logit difference| {result.max_logit_diff:.2e}" + (f"; GGUF {result.gguf}" if result.gguf else "")
@@ -154,11 +159,12 @@ def serve(
     ),
     max_tokens: int = typer.Option(512, "--max-tokens", min=1, help="Largest max_tokens a request may ask for."),
     max_body_bytes: int = typer.Option(1_048_576, "--max-body-bytes", min=1, help="Largest request body accepted."),
+    force: bool = typer.Option(False, "--force", help="Serve runs even if their evaluation gate failed."),
 ) -> None:
     """Serve runs over an OpenAI-compatible HTTP API; each run is a model id (its run name)."""
     from tunesmith.server import serve as serve_runs
 
-    serve_runs([open_run(p) for p in run_paths], host, port, api_key, max_tokens, max_body_bytes)
+    serve_runs([open_run(p) for p in run_paths], host, port, api_key, max_tokens, max_body_bytes, force=force)
 
 
 @app.command()
@@ -375,6 +381,35 @@ def print_evaluation(eval_dir: Path) -> None:
         rates = ", ".join(f"{name} {b['flip_rate']:.1%}" for name, b in bias.items())
         rows = next(iter(bias.values()))["rows_probed"]
         out.print(f"bias probe: answers that flip when identity terms are swapped ({rows} rows): {rates}")
+    print_probes(analysis)
+    gate = load("gate.json")
+    if gate:
+        verdict = "[green]passed[/]" if gate["passed"] else "[bold red]FAILED[/] (export and serve refuse this run)"
+        out.print(f"gate: {verdict}")
+        for check in gate["checks"]:
+            mark = "ok  " if check["passed"] else "FAIL"
+            out.print(f"  {mark} {escape(check['check'])}: {escape(check['detail'])}", highlight=False)
+
+
+def print_probes(analysis: dict[str, Any]) -> None:
+    """Memorisation and factual-drift lines, when those probes ran."""
+    models = [m for m in ("base", "tuned") if "memorisation" in analysis.get(m, {})]
+    if models:
+        probes = {m: analysis[m]["memorisation"] for m in models}
+        rates = ", ".join(f"{m} {p['rate']:.1%}" for m, p in probes.items())
+        rows = probes[models[-1]]["rows"]
+        out.print(f"memorisation: training rows continued (near-)verbatim from their first half ({rows} rows): {rates}")
+        canaries = {m: p["canaries"] for m, p in probes.items() if p.get("canaries")}
+        if canaries:
+            found = ", ".join(f"{m} {c['extracted']}/{c['planted']}" for m, c in canaries.items())
+            out.print(f"canaries extracted: {found}")
+    drift = analysis.get("factual_drift")
+    if drift:
+        out.print(
+            f"factual drift: {drift['base_accuracy']:.1%} -> {drift['tuned_accuracy']:.1%} right on "
+            f"{drift['questions']} general-knowledge questions; right to wrong {drift['right_to_wrong']} "
+            f"({drift['right_to_wrong_rate']:.1%} of those the base model got right)"
+        )
 
 
 def main() -> None:

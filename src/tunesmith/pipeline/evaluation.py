@@ -3,7 +3,8 @@
 Runs the base model (zero-shot and k-shot) and the tuned model on the same test rows with the same decoding,
 then writes to ``eval/``: ``metrics.json`` ({"base": ..., "tuned": ...}), ``comparison.json`` (delta, 95% CI and
 p-value per metric), ``baselines.json`` (k-shot base, majority class), ``analysis.json`` (per-class details,
-error analysis, forgetting, bias probe) and ``predictions.jsonl``.
+error analysis, forgetting, bias probe, graders), ``gate.json`` (when ``eval.gate`` is set) and ``predictions.jsonl``.
+Graders (``eval.graders``) add the metrics ``grader:<name>``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from tunesmith.metrics.bias import counterfactual, flip_rate
 from tunesmith.metrics.compare import compare, compare_correctness
 from tunesmith.metrics.error_analysis import error_analysis
 from tunesmith.metrics.text import extract_label, normalize
+from tunesmith.pipeline.gate import gate_report
+from tunesmith.pipeline.grading import chat_item, grade_outputs
 from tunesmith.pipeline.prompt_variants import variant_predictions, variant_replies, variant_results
 from tunesmith.pipeline.trained import TrainedRun
 from tunesmith.recipes.contract import ChatEvaluation
@@ -114,6 +117,15 @@ def evaluate_run(
     }
     if general:
         analysis["forgetting"] = _forgetting(base, tuned, cfg.eval.forgetting_warn_pct, len(general))
+    graded = None
+    if cfg.eval.graders:
+        texts = {name: [r.text for r in o["replies"]] for name, o in (("base", base), ("tuned", tuned)) if o}
+        graded = grade_outputs(cfg, texts, [chat_item(c) for c in chats], inputs, references)
+        for name, values in graded.metrics.items():
+            metrics[name].update(values)
+        if comparison is not None:
+            comparison.update(graded.comparison)
+        analysis["graders"] = graded.analysis
 
     rows = []
     for i, (chat, reference) in enumerate(zip(chats, references, strict=True)):
@@ -127,6 +139,8 @@ def evaluate_run(
             row["tuned_label_probs"] = [round(p, 5) for p in tuned["replies"][i].label_probs]
         if base and base["replies"][i].label_probs is not None:
             row["base_label_probs"] = [round(p, 5) for p in base["replies"][i].label_probs]
+        if graded is not None:
+            row["grades"] = graded.per_row[i]
         rows.append(row)
     with atomic_dir(out_dir) as tmp:
         write_jsonl(tmp / "predictions.jsonl", rows)
@@ -135,6 +149,8 @@ def evaluate_run(
         write_json(tmp / "analysis.json", analysis)
         if comparison is not None:
             write_json(tmp / "comparison.json", comparison)
+        if cfg.eval.gate:
+            write_json(tmp / "gate.json", gate_report(cfg, metrics, comparison or {}, analysis))
         if variants:
             results = variant_results(variants, score, tuned_variants, base_variants, metrics)
             write_json(tmp / "prompt_variants.json", results)

@@ -30,12 +30,13 @@ SIMILARITY_METRICS = (
 )  # fmt: skip
 
 
-def check_template(text: str, where: str) -> str:
+def check_template(text: str, where: str = "") -> str:
     """Every ``{{ ... }}`` must name ``sample.<path>`` or ``item.<path>`` (OpenAI's two namespaces)."""
     for expression in TEMPLATE.findall(text):
         if not VARIABLE.match(expression):
+            prefix = f"{where}: " if where else ""
             raise ValueError(
-                f"{where}: template {{{{ {expression} }}}} must read sample.<field> or item.<field> "
+                f"{prefix}template {{{{ {expression} }}}} must read sample.<field> or item.<field> "
                 "(e.g. {{ sample.output_text }}, {{ item.reference }})"
             )
     return text
@@ -56,7 +57,7 @@ class StringCheckGrader(_Grader):
     @field_validator("input", "reference")
     @classmethod
     def _templates(cls, value: str) -> str:
-        return check_template(value, "string_check")
+        return check_template(value)
 
 
 class TextSimilarityGrader(_Grader):
@@ -74,7 +75,7 @@ class TextSimilarityGrader(_Grader):
     @field_validator("input", "reference")
     @classmethod
     def _templates(cls, value: str) -> str:
-        return check_template(value, "text_similarity")
+        return check_template(value)
 
 
 class PythonGrader(_Grader):
@@ -249,8 +250,8 @@ def parse_graders(raw: Any, where: str = "graders") -> list[Any]:
 
 
 def read_grader_file(path: str | Path) -> list[dict[str, Any]]:
-    """The grader objects in a JSON or JSONL file, as plain dicts: one grader, a list, an eval's
-    ``testing_criteria``, ``{"grader": ...}``, or a fine-tuning job's ``method.reinforcement.grader``."""
+    """The grader objects in a JSON or JSONL file, as plain dicts: one grader, a list, ``{"graders": [...]}``, an
+    eval's ``testing_criteria``, ``{"grader": ...}``, or a fine-tuning job's ``method.reinforcement.grader``."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"eval.graders: grader file not found: {path}")
@@ -271,6 +272,8 @@ def read_grader_file(path: str | Path) -> list[dict[str, Any]]:
             found = found["testing_criteria"]
         elif "grader" in found and "type" not in found:
             found = found["grader"]
+        elif isinstance(found.get("graders"), list) and "type" not in found:
+            found = found["graders"]
     graders = found if isinstance(found, list) else [found]
     parse_graders(graders, str(path))  # errors name the file
     return graders

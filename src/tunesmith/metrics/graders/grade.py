@@ -116,13 +116,12 @@ def _render_pairs(grader: Any, samples: Any, items: Any) -> tuple[list[str], lis
     texts, references, errors = [], [], []
     for sample, item in zip(samples, items, strict=True):
         try:
-            texts.append(render(grader.input, sample, item))
-            references.append(render(grader.reference, sample, item))
-            errors.append(None)
+            pair, error = (render(grader.input, sample, item), render(grader.reference, sample, item)), None
         except TemplateError as exc:
-            texts.append("")
-            references.append("")
-            errors.append(str(exc))
+            pair, error = ("", ""), str(exc)
+        texts.append(pair[0])
+        references.append(pair[1])
+        errors.append(error)
     return texts, references, errors
 
 
