@@ -1,0 +1,73 @@
+"""Graders in a real run (tiny model, CLI): scored for base and tuned with CIs, and a failed gate that blocks
+export and serve until --force, which the model card then reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli, write_tiny_config
+from tunesmith.pipeline.gate import GateFailed
+from tunesmith.pipeline.run import Run
+from tunesmith.server import serve
+from tunesmith.ship.export import export_run
+
+GRADERS = [
+    {"type": "string_check", "name": "names_label", "input": "{{sample.output_text}}",
+     "reference": "{{item.reference}}", "operation": "ilike"},
+    {"type": "python", "name": "short",
+     "source": "def grade(sample, item):\n    return float(len(sample['output_text']) < 40)\n"},
+]  # fmt: skip
+
+
+def test_graders_are_evaluated_and_a_failed_gate_blocks_export_and_serve(tmp_path: Path, tiny_model_dir: Path) -> None:
+    graders_file = tmp_path / "graders.json"
+    graders_file.write_text(json.dumps({"graders": GRADERS}))
+    config = write_tiny_config(
+        tmp_path,
+        tiny_model_dir,
+        eval={
+            "max_new_tokens": 3, "batch_size": 6, "few_shot": 0, "forgetting": False, "bias_probe": False,
+            "bootstrap_samples": 200, "graders": "graders.json",  # relative to the config file
+            "gate": [{"check": "delta", "metric": "grader:names_label", "min": 0.9},
+                     {"check": "score", "metric": "grader:short", "min": 0.0}],
+        },
+    )  # fmt: skip
+    done = run_cli("run", str(config))
+    assert done.returncode == 0, done.stderr
+    assert "grader:names_label" in done.stdout and "gate: FAILED" in done.stdout
+    assert "FAIL tuned - base on grader:names_label >= 0.9" in done.stdout
+
+    run_dir = tmp_path / "runs" / "tiny"
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert [g["name"] for g in saved["eval"]["graders"]] == ["names_label", "short"]  # inlined from the file
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    comparison = json.loads((run_dir / "eval" / "comparison.json").read_text())
+    for model in ("base", "tuned"):
+        assert 0 <= metrics[model]["grader:names_label"] <= 1 and "grader:names_label:pass_rate" in metrics[model]
+    assert comparison["grader:short"]["test"] == "paired_bootstrap" and len(comparison["grader:short"]["ci95"]) == 2
+    analysis = json.loads((run_dir / "eval" / "analysis.json").read_text())
+    assert len(analysis["graders"]["names_label"]["lowest"]) == 5
+    row = json.loads((run_dir / "eval" / "predictions.jsonl").read_text().splitlines()[0])
+    assert set(row["grades"]) == {"names_label", "short"} and set(row["grades"]["short"]) == {"base", "tuned"}
+    gate = json.loads((run_dir / "eval" / "gate.json").read_text())
+    assert [c["passed"] for c in gate["checks"]] == [False, True] and not gate["passed"]
+    report = (run_dir / "report.html").read_text()
+    assert "Graders" in report and "Evaluation gate" in report and "names_label" in report
+
+    refused = run_cli("export", str(run_dir), "--out", str(tmp_path / "export"))
+    assert refused.returncode == 2
+    assert "the evaluation gate (eval.gate) failed, so tunesmith will not export" in refused.stderr
+    assert "tuned - base on grader:names_label >= 0.9 with its 95% CI above 0" in refused.stderr
+    assert not (tmp_path / "export").exists()
+    run = Run.from_dir(run_dir)  # in this process from here on: a CLI start costs ~10 s on 2 cores
+    with pytest.raises(GateFailed, match="will not serve this run"):
+        serve([run], "127.0.0.1", 9, None, 16, 1024)
+    assert export_run(run, tmp_path / "export", force=True).gate["passed"] is False
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "Exported with `--force` although the run's evaluation gate (`eval.gate`) failed" in card
+    assert "**failed**: tuned - base on grader:names_label" in card
+    assert json.loads((tmp_path / "export" / "export.json").read_text())["gate"]["passed"] is False
