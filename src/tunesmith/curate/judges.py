@@ -74,33 +74,13 @@ class LocalJudge:
         import torch
 
         temperature = sampling.get("temperature") or 0.0
-        options: dict[str, Any] = {"do_sample": False}
+        options: dict[str, Any] = {}
         if temperature > 0:
             options = {"do_sample": True, "temperature": temperature, "top_p": sampling.get("top_p") or 1.0}
             torch.manual_seed(sampling.get("seed") or 0)
         max_new = min(self.max_new_tokens, sampling.get("max_completions_tokens") or self.max_new_tokens)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        out: list[str] = []
-        for start in range(0, len(conversations), LOCAL_BATCH):
-            prompts = [self.tokenizer.encode(self._prompt(c), add_special_tokens=False) for c in conversations]
-            chunk = prompts[start : start + LOCAL_BATCH]
-            width = max(len(p) for p in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, p in enumerate(chunk):  # left padding: every row continues from its end
-                ids[row, width - len(p) :] = torch.tensor(p)
-                mask[row, width - len(p) :] = 1
-            with torch.no_grad():
-                generated = self.model.generate(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    max_new_tokens=max_new,
-                    pad_token_id=pad,
-                    eos_token_id=self.tokenizer.eos_token_id,
-                    **options,
-                )
-            out += [t.strip() for t in self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)]
-        return out
+        prompts = [self._prompt(c) for c in conversations]
+        return [t.strip() for t in continue_texts(self.model, self.tokenizer, prompts, max_new, LOCAL_BATCH, options)]
 
     def choose(self, conversations: Sequence[Conversation], labels: Sequence[str]) -> list[str]:
         from tunesmith.curate.annotate import word_loglik
@@ -133,6 +113,43 @@ class EndpointJudge:
     def choose(self, conversations: Sequence[Conversation], labels: Sequence[str]) -> list[str]:
         replies = self.replies(conversations, {"temperature": 0.0})
         return [extract_label(reply, list(labels)) or reply for reply in replies]
+
+
+def continue_texts(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int,
+    options: dict | None = None,
+) -> list[str]:
+    """Each prompt text continued by ``model`` (greedy unless ``options`` say to sample), in batches left-padded so
+    every row continues from its end; the continuations decoded without special tokens."""
+    import torch
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+    out: list[str] = []
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        width = max(len(p) for p in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, p in enumerate(chunk):
+            ids[row, width - len(p) :] = torch.tensor(p)
+            mask[row, width - len(p) :] = 1
+        with torch.no_grad():
+            generated = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad,
+                eos_token_id=tokenizer.eos_token_id,
+                **(options or {"do_sample": False}),
+            )
+        out += tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+    return out
 
 
 def grading_context(graders: Sequence[Any], grading: GradingConfig) -> GradingContext:

@@ -52,7 +52,12 @@ def _check(check: Any, metrics: dict[str, Any], comparison: dict[str, Any], anal
         if base is None or tuned is None:
             return _missing(f"no {key} rates for both base and tuned model", [])
         passed = tuned <= base + check.tolerance
-        return {"passed": passed, "detail": f"base {base:.1%}, tuned {tuned:.1%}"}
+        detail = f"base {base:.1%}, tuned {tuned:.1%}"
+        canaries = [analysis.get(m, {}).get(key, {}).get("canaries") for m in ("base", "tuned")]
+        if kind == "memorisation" and all(canaries):
+            passed = passed and canaries[1]["rate"] <= canaries[0]["rate"] + check.tolerance
+            detail += f"; canaries extracted: base {canaries[0]['extracted']}, tuned {canaries[1]['extracted']}"
+        return {"passed": passed, "detail": detail}
     if kind == "factual_drift":
         drift = analysis.get("factual_drift", {}).get("right_to_wrong_rate")
         if drift is None:
