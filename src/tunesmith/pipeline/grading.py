@@ -28,15 +28,14 @@ class GraderResults:
 
 
 def chat_item(chat: Chat) -> dict[str, Any]:
-    """The ``item`` namespace of a test chat: its data fields (``meta.fields``), ``input`` (the last user
-    message), ``reference`` (the reference reply), ``messages`` (the prompt) and ``label`` where it has one."""
+    """The ``item`` namespace of a test chat: ``input`` (the last user message), ``reference`` (the reference
+    reply), ``messages`` (the prompt) and ``label`` where it has one."""
     prompt = chat.prompt_messages()
-    item: dict[str, Any] = dict(chat.meta.get("fields", {}))
-    item.update(
-        input=prompt[-1].content if prompt else "",
-        reference=chat.reference(),
-        messages=[{"role": m.role, "content": m.content} for m in prompt],
-    )
+    item: dict[str, Any] = {
+        "input": prompt[-1].content if prompt else "",
+        "reference": chat.reference(),
+        "messages": [{"role": m.role, "content": m.content} for m in prompt],
+    }
     if "label" in chat.meta:
         item.setdefault("label", chat.meta["label"])
     return item
