@@ -71,3 +71,21 @@ def test_graders_are_evaluated_and_a_failed_gate_blocks_export_and_serve(tmp_pat
     assert "Exported with `--force` although the run's evaluation gate (`eval.gate`) failed" in card
     assert "**failed**: tuned - base on grader:names_label" in card
     assert json.loads((tmp_path / "export" / "export.json").read_text())["gate"]["passed"] is False
+
+
+def test_gate_and_grader_settings_are_checked_when_the_config_loads(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from tunesmith.core.config import load_config
+    from tunesmith.core.errors import ConfigError
+
+    def refused(evaluation: dict, match: str) -> None:
+        with pytest.raises(ConfigError, match=match):
+            load_config(write_tiny_config(tmp_path, tiny_model_dir, eval=evaluation))
+
+    refused({"gate": [{"check": "delta", "metric": "grader:nope"}]}, r"eval.gate\[0\]: grader:nope names no grader")
+    refused({"gate": [{"check": "memorisation"}]}, r"the memorisation check needs eval.memorisation: true")
+    refused({"gate": [{"check": "delta", "metric": "accuracy"}], "baseline": False}, "set eval.baseline: true")
+    refused({"gate": [{"check": "score", "metric": "accuracy"}]}, "set min or max")
+    refused({"gate": [{"check": "vibes"}]}, r"eval.gate.0: .*'delta', 'score', 'forgetting'")
+    refused({"graders": "missing.json"}, "grader file not found: .*missing.json")
+    bad_operation = {**GRADERS[0], "operation": "equals"}
+    refused({"graders": [bad_operation]}, r"eval.graders.0.operation: expected 'eq', 'ne', 'like' or 'ilike', got")
