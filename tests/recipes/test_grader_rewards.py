@@ -1,5 +1,5 @@
 """Graders as RL rewards: alone or weighted with the built-in rewards, checked against eval.graders, and used by a
-real (tiny) GRPO run."""
+real (tiny) GRPO run, whose evaluation scores the same grader for base and tuned."""
 
 from __future__ import annotations
 
@@ -48,9 +48,13 @@ def test_grpo_trains_on_a_grader_reward(tmp_path: Path, tiny_model_dir: Path) ->
         tiny_model_dir,
         task={"name": "grpo", "rl": {"reward": ["grader:says_reference"], "num_generations": 2, "max_new_tokens": 4}},
         training={"max_steps": 2, "batch_size": 2, "max_seq_len": 64},
-        eval={"enabled": False, "graders": [SAYS_REFERENCE]},
+        eval={"max_new_tokens": 4, "bootstrap_samples": 200, "graders": [SAYS_REFERENCE]},
     )
     run = Run.from_file(config)
     run.run()
     steps = [json.loads(line) for line in (run.dir.metrics).read_text().splitlines()]
     assert len(steps) == 2 and all(0.0 <= s["reward"] <= 1.0 for s in steps)
+    metrics = json.loads((run.dir.eval / "metrics.json").read_text())  # the same grader, evaluated
+    assert {"grader:says_reference", "grader:says_reference:pass_rate"} <= set(metrics["base"]) & set(metrics["tuned"])
+    comparison = json.loads((run.dir.eval / "comparison.json").read_text())
+    assert comparison["grader:says_reference"]["test"] == "paired_bootstrap"

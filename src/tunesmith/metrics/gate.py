@@ -22,6 +22,14 @@ def failed(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in results if not r["passed"]]
 
 
+def gate_report(
+    checks: Sequence[Any], metrics: dict[str, Any], comparison: dict[str, Any], analysis: dict[str, Any]
+) -> dict[str, Any]:
+    """``{"passed", "checks": [{"check", "passed", "detail"}]}``: what ``eval/gate.json`` holds."""
+    results = check_gate(checks, metrics, comparison or {}, analysis)
+    return {"passed": not failed(results), "checks": results}
+
+
 def _check(check: Any, metrics: dict[str, Any], comparison: dict[str, Any], analysis: dict[str, Any]) -> dict:
     kind = check.check
     if kind == "delta":

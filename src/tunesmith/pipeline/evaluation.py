@@ -20,13 +20,13 @@ from typing import Any
 from tunesmith.core.console import console
 from tunesmith.core.errors import TunesmithError
 from tunesmith.core.fs import atomic_dir, read_jsonl, write_json, write_jsonl
+from tunesmith.curate.grading import chat_item, grade_outputs
 from tunesmith.data.records import Chat, Message
 from tunesmith.metrics.bias import counterfactual, flip_rate
 from tunesmith.metrics.compare import compare, compare_correctness
 from tunesmith.metrics.error_analysis import error_analysis
 from tunesmith.metrics.text import extract_label, normalize
 from tunesmith.pipeline.gate import gate_report
-from tunesmith.pipeline.grading import chat_item, grade_outputs
 from tunesmith.pipeline.prompt_variants import variant_predictions, variant_replies, variant_results
 from tunesmith.pipeline.risk_probes import RiskProbes, continue_probes, memorisation_report, risk_probes
 from tunesmith.pipeline.trained import TrainedRun

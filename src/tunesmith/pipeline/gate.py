@@ -9,7 +9,7 @@ from typing import Any
 
 from tunesmith.core.config import RunConfig
 from tunesmith.core.errors import TunesmithError
-from tunesmith.metrics.gate import check_gate, failed
+from tunesmith.metrics.gate import gate_report as report_of
 from tunesmith.pipeline.trained import TrainedRun
 
 
@@ -19,8 +19,7 @@ class GateFailed(TunesmithError):
 
 def gate_report(cfg: RunConfig, metrics: dict[str, Any], comparison: dict[str, Any], analysis: dict[str, Any]) -> dict:
     """``{"passed", "checks": [{"check", "passed", "detail"}]}`` of the config's gate on these numbers."""
-    checks = check_gate(cfg.eval.gate, metrics, comparison or {}, analysis)
-    return {"passed": not failed(checks), "checks": checks}
+    return report_of(cfg.eval.gate, metrics, comparison, analysis)
 
 
 def run_gate(run: TrainedRun) -> dict[str, Any] | None:

@@ -17,11 +17,11 @@ from typing import Any
 from tunesmith.core.console import console
 from tunesmith.core.errors import TunesmithError
 from tunesmith.core.fs import atomic_dir, read_jsonl, write_json, write_jsonl
+from tunesmith.curate.grading import grade_outputs
 from tunesmith.data.records import Labeled, record_from_dict
 from tunesmith.metrics.bias import counterfactual, flip_rate
 from tunesmith.metrics.compare import compare
 from tunesmith.pipeline.gate import gate_report
-from tunesmith.pipeline.grading import grade_outputs
 from tunesmith.pipeline.trained import TrainedRun
 from tunesmith.recipes.contract import TaskEvaluation
 

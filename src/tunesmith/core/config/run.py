@@ -248,6 +248,12 @@ class RunConfig(Section):
                 "eval.enabled is true but data.test is not set; set data.test (or data.test_fraction) "
                 "or eval.enabled=false"
             )
+        ungraded = ("tag", "lm", "reward", "dpo", "orpo", "simpo", "kto")
+        if self.eval.graders and self.task.name in ungraded:
+            raise ValueError(
+                f"eval.graders grade generated answers, which a '{self.task.name}' run's evaluation does not produce; "
+                "graders work with sft, classify, seq2seq, qa, ppo and grpo runs"
+            )
         graders = {g.name for g in self.eval.graders}
         for source in self.task.rl.reward:
             if source.startswith("grader:") and source.removeprefix("grader:") not in graders:

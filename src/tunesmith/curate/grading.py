@@ -1,6 +1,7 @@
-"""Graders in the evaluate stage: every ``eval.graders`` grader scores the base and the tuned model's answers on the
-same rows; each grader's mean (and pass rate) becomes the metric ``grader:<name>`` with a paired-bootstrap CI of
-tuned - base, and the lowest-scored rows are kept for the report."""
+"""Graders on two models' answers, for every evaluation (chat replies, task predictions, RL policies): every
+``eval.graders`` grader scores the base and the tuned model's answers on the same rows; each grader's mean (and pass
+rate) becomes the metric ``grader:<name>`` with a paired-bootstrap CI of tuned - base, and the lowest-scored rows
+are kept for the report. Here beside the judges, below the recipes, so RL evaluation can use it too."""
 
 from __future__ import annotations
 
