@@ -1,5 +1,5 @@
 """Graders in a real run (tiny model, CLI): scored for base and tuned with CIs, and a failed gate that blocks
-export and serve until --force, which the model card then reports."""
+export and serve until --force, which the model card then reports; the served run is a judge endpoint."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ import pytest
 import yaml
 
 from tests.conftest import run_cli, write_tiny_config
+from tests.shipping import serving
+from tunesmith.core.config import GradingConfig, parse_graders
+from tunesmith.curate.judges import grading_context
+from tunesmith.metrics.graders import grade, make_sample
 from tunesmith.pipeline.gate import GateFailed
 from tunesmith.pipeline.run import Run
 from tunesmith.server import serve
@@ -71,6 +75,20 @@ def test_graders_are_evaluated_and_a_failed_gate_blocks_export_and_serve(tmp_pat
     assert "Exported with `--force` although the run's evaluation gate (`eval.gate`) failed" in card
     assert "**failed**: tuned - base on grader:names_label" in card
     assert json.loads((tmp_path / "export" / "export.json").read_text())["gate"]["passed"] is False
+
+    # --force serves it; the served run is then an OpenAI-compatible endpoint a model grader can use as its judge
+    asked = [{"role": "user", "content": "Rate from 0 to 10: {{ sample.output_text }}"}]
+    judged = [{"type": "score_model", "name": "judge", "model": "tiny", "range": [0, 10], "input": asked},
+              {"type": "label_model", "name": "labeler", "model": "tiny", "labels": ["positive", "negative"],
+               "passing_labels": ["positive"], "input": asked}]  # fmt: skip
+    with serving([str(run_dir), "--force"], tmp_path / "serve.log") as url:
+        graders = parse_graders(judged)
+        context = grading_context(graders, GradingConfig(judge_base_url=f"{url}/v1", judge_max_new_tokens=4))
+        samples = [make_sample(text) for text in ("a fine film", "dull and long")]
+        score, label = (grade(g, samples, [{}, {}], context) for g in graders)
+    assert all(0 <= s <= 10 for s in score.scores) and len(score.errors) == 2
+    assert label.scores == [float(p) for p in label.passed] and len(label.details) == 2
+    assert "evaluation gate failed" in (tmp_path / "serve.log").read_text()
 
 
 def test_gate_and_grader_settings_are_checked_when_the_config_loads(tmp_path: Path, tiny_model_dir: Path) -> None:
