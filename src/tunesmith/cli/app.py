@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tunesmith.cli.data import data_app
-from tunesmith.cli.tables import out, print_evaluation, print_table
+from tunesmith.cli.show import out, print_evaluation, print_table
 from tunesmith.core.config import load_config
 from tunesmith.core.errors import TunesmithError
 
@@ -132,11 +132,16 @@ def export(
     merge: bool = typer.Option(False, "--merge", help="Merge a LoRA adapter into the base weights."),
     dtype: str = typer.Option("fp32", "--dtype", help="Weight dtype of the export: fp32, bf16 or fp16."),
     gguf: str | None = typer.Option(None, "--gguf", help="Also write a GGUF file (f16 or q8_0; llama family)."),
+    force: bool = typer.Option(
+        False, "--force", help="Export even if the run's evaluation gate failed (card says so)."
+    ),
 ) -> None:
     """Export a trained run (adapter, or merged with --merge), verified against the run's model, with a model card."""
     from tunesmith.ship.export import export_run
 
-    result = export_run(open_run(run_path), out_dir, merge=merge, dtype=dtype, gguf=gguf)
+    result = export_run(open_run(run_path), out_dir, merge=merge, dtype=dtype, gguf=gguf, force=force)
+    if result.gate is not None and not result.gate["passed"]:
+        err.print("[yellow]warning:[/] exported with --force although the evaluation gate failed (see README.md)")
     err.print(
         f"[green]exported[/] {result.kind} model ({result.dtype}) to {result.out}; loaded back and compared: "
         f"max |logit difference| {result.max_logit_diff:.2e}" + (f"; GGUF {result.gguf}" if result.gguf else "")
@@ -153,11 +158,12 @@ def serve(
     ),
     max_tokens: int = typer.Option(512, "--max-tokens", min=1, help="Largest max_tokens a request may ask for."),
     max_body_bytes: int = typer.Option(1_048_576, "--max-body-bytes", min=1, help="Largest request body accepted."),
+    force: bool = typer.Option(False, "--force", help="Serve runs even if their evaluation gate failed."),
 ) -> None:
     """Serve runs over an OpenAI-compatible HTTP API; each run is a model id (its run name)."""
     from tunesmith.server import serve as serve_runs
 
-    serve_runs([open_run(p) for p in run_paths], host, port, api_key, max_tokens, max_body_bytes)
+    serve_runs([open_run(p) for p in run_paths], host, port, api_key, max_tokens, max_body_bytes, force=force)
 
 
 @app.command()

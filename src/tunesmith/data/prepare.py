@@ -19,6 +19,7 @@ from tunesmith.core.config import DataConfig, ParallelFiles, TaskConfig
 from tunesmith.core.errors import DataError
 from tunesmith.core.fs import write_json, write_jsonl
 from tunesmith.data.augment import augment_train
+from tunesmith.data.canaries import plant_canaries
 from tunesmith.data.convert import to_chat
 from tunesmith.data.formats import RowError
 from tunesmith.data.ingest import CHUNK_ROWS, FORMAT_SAMPLE, Loaded, load_records
@@ -120,6 +121,7 @@ def prepare_data(
     labels = {name: Counter(s for r in records if (s := stratum(r)) is not None) for name, records in splits.items()}
     convert = convert or (lambda record: to_chat(record, data.label_names, task.system_prompt))
     chats = {name: convert_records(records, convert, ledger) for name, records in splits.items()}
+    planted = plant_canaries(chats.get("train", []), data.canaries, seed) if data.canaries else []
     if tokens is not None:
         ledger.tokens = {name: length_stats(tokens.count(rows), tokens.max_len) for name, rows in chats.items()}
     for name in ("train", *data_splits_needed(data)):
@@ -130,7 +132,8 @@ def prepare_data(
                 f"no {name} rows left after preparation: {report['rows_in']} rows read, "
                 f"dropped by reason {report['dropped']}{first}"
             )
-    return Prepared(chats, ledger.rejects, {**ledger.report(chats, labels), **augmented})
+    canaries = {"canaries": len(planted)} if planted else {}
+    return Prepared(chats, ledger.rejects, {**ledger.report(chats, labels), **augmented, **canaries})
 
 
 def data_splits_needed(data: DataConfig) -> list[str]:

@@ -100,3 +100,22 @@ def compare_correctness(
         "test": "mcnemar",
         "p_value": p_value,
     }
+
+
+def compare_means(
+    base_values: Sequence[float], tuned_values: Sequence[float], n_resamples: int = 1000, seed: int = 0
+) -> dict[str, object]:
+    """Mean delta (tuned - base) of two per-row score lists, its 95% paired-bootstrap CI and the bootstrap's
+    two-sided p-value: for per-row scores such as a grader's (both models resampled on the same rows)."""
+    base_arr, tuned_arr = np.asarray(base_values, dtype=float), np.asarray(tuned_values, dtype=float)
+    n = len(base_arr)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_resamples, n))
+    deltas = tuned_arr[idx].mean(axis=1) - base_arr[idx].mean(axis=1)
+    tail = min(np.sum(deltas <= 0), np.sum(deltas >= 0))
+    return {
+        "delta": float(tuned_arr.mean() - base_arr.mean()),
+        "ci95": [float(np.percentile(deltas, 2.5)), float(np.percentile(deltas, 97.5))],
+        "test": "paired_bootstrap",
+        "p_value": float(min(1.0, 2 * (tail + 1) / (n_resamples + 1))),
+    }

@@ -3,7 +3,8 @@
 Runs the base model (zero-shot and k-shot) and the tuned model on the same test rows with the same decoding,
 then writes to ``eval/``: ``metrics.json`` ({"base": ..., "tuned": ...}), ``comparison.json`` (delta, 95% CI and
 p-value per metric), ``baselines.json`` (k-shot base, majority class), ``analysis.json`` (per-class details,
-error analysis, forgetting, bias probe) and ``predictions.jsonl``.
+error analysis, forgetting, bias probe, graders), ``gate.json`` (when ``eval.gate`` is set) and ``predictions.jsonl``.
+Graders (``eval.graders``) add the metrics ``grader:<name>``.
 """
 
 from __future__ import annotations
@@ -19,16 +20,20 @@ from typing import Any
 from tunesmith.core.console import console
 from tunesmith.core.errors import TunesmithError
 from tunesmith.core.fs import atomic_dir, read_jsonl, write_json, write_jsonl
+from tunesmith.curate.grading import chat_item, grade_outputs
 from tunesmith.data.records import Chat, Message
 from tunesmith.metrics.bias import counterfactual, flip_rate
 from tunesmith.metrics.compare import compare, compare_correctness
 from tunesmith.metrics.error_analysis import error_analysis
 from tunesmith.metrics.text import extract_label, normalize
+from tunesmith.pipeline.gate import gate_report
 from tunesmith.pipeline.prompt_variants import variant_predictions, variant_replies, variant_results
+from tunesmith.pipeline.risk_probes import RiskProbes, continue_probes, memorisation_report, risk_probes
 from tunesmith.pipeline.trained import TrainedRun
 from tunesmith.recipes.contract import ChatEvaluation
 
 FORGETTING_MAX_TOKENS = 256
+FACT_TOKENS = 16  # a few words answer a factual question
 # comparison.json's entry for the tuned model's answers against the base model forced to pick a label (the argmax
 # of its label probabilities): a gain over zero-shot text that is only the answer format learned shows up here.
 CONSTRAINED_KEY = "accuracy_vs_base_constrained"
@@ -64,17 +69,20 @@ def evaluate_run(
     train = [Chat.from_dict(r) for r in read_jsonl(train_path)] if train_path.is_file() else []
     train = [c for c in train if c.meta.get("task", cfg.data.name) == cfg.data.name]  # this task's rows of a mix
     shots = _few_shot_chats(train, chats, cfg.eval.few_shot, cfg.training.seed) if cfg.eval.baseline else None
+    risk = risk_probes(cfg, train, tokenizer)
     console.print(
         f"[bold]evaluate[/]: {len(chats)} test rows, {len(probes)} bias probes, {len(general)} general-chat rows"
     )
 
     model = run.load_base().to(device)
-    base = _model_outputs(run, model, tokenizer, chats, probes, general, gen, "base") if cfg.eval.baseline else None
+    base = (
+        _model_outputs(run, model, tokenizer, chats, probes, general, gen, "base", risk) if cfg.eval.baseline else None
+    )
     k_shot = recipe.generate_replies(model, tokenizer, shots, description="base k-shot", **gen) if shots else None
     variants = cfg.eval.prompt_variants  # each asked before the adapter attaches (that changes the base in place)
     base_variants = variant_replies(recipe, model, tokenizer, chats, variants, gen, "base") if base else None
     tuned_model = run.tuned_from_base(model).to(device)
-    tuned = _model_outputs(run, tuned_model, tokenizer, chats, probes, general, gen, "tuned")
+    tuned = _model_outputs(run, tuned_model, tokenizer, chats, probes, general, gen, "tuned", risk)
     tuned_variants = variant_replies(recipe, tuned_model, tokenizer, chats, variants, gen, "tuned")
 
     def score(replies: list[Any]) -> dict[str, float]:
@@ -114,6 +122,16 @@ def evaluate_run(
     }
     if general:
         analysis["forgetting"] = _forgetting(base, tuned, cfg.eval.forgetting_warn_pct, len(general))
+    _risk_analysis(analysis, risk, base, tuned, cfg.eval.bootstrap_samples, cfg.training.seed)
+    graded = None
+    if cfg.eval.graders:
+        texts = {name: [r.text for r in o["replies"]] for name, o in (("base", base), ("tuned", tuned)) if o}
+        graded = grade_outputs(cfg, texts, [chat_item(c) for c in chats], inputs, references)
+        for name, values in graded.metrics.items():
+            metrics[name].update(values)
+        if comparison is not None:
+            comparison.update(graded.comparison)
+        analysis["graders"] = graded.analysis
 
     rows = []
     for i, (chat, reference) in enumerate(zip(chats, references, strict=True)):
@@ -127,6 +145,8 @@ def evaluate_run(
             row["tuned_label_probs"] = [round(p, 5) for p in tuned["replies"][i].label_probs]
         if base and base["replies"][i].label_probs is not None:
             row["base_label_probs"] = [round(p, 5) for p in base["replies"][i].label_probs]
+        if graded is not None:
+            row["grades"] = graded.per_row[i]
         rows.append(row)
     with atomic_dir(out_dir) as tmp:
         write_jsonl(tmp / "predictions.jsonl", rows)
@@ -135,6 +155,8 @@ def evaluate_run(
         write_json(tmp / "analysis.json", analysis)
         if comparison is not None:
             write_json(tmp / "comparison.json", comparison)
+        if cfg.eval.gate:
+            write_json(tmp / "gate.json", gate_report(cfg, metrics, comparison or {}, analysis))
         if variants:
             results = variant_results(variants, score, tuned_variants, base_variants, metrics)
             write_json(tmp / "prompt_variants.json", results)
@@ -172,8 +194,9 @@ def _model_outputs(
     general: list[Any],
     gen: dict[str, int],
     name: str,
+    risk: RiskProbes,
 ) -> dict[str, Any]:
-    """Everything one model contributes: test replies, counterfactual replies, general-chat loss."""
+    """Everything one model contributes: test replies, counterfactual replies, general-chat loss, risk probes."""
     recipe = chat_evaluation(run)
     from tunesmith.engine import evaluate_loss, make_accelerator
 
@@ -188,7 +211,40 @@ def _model_outputs(
         accelerator = make_accelerator(run.config.training.precision)
         fns = recipe.task_fns(tokenizer)
         general_loss = evaluate_loss(model, general, fns, run.config.eval.batch_size, accelerator)
-    return {"replies": replies, "probe_replies": probe_replies, "general_loss": general_loss}
+    batch = run.config.eval.batch_size
+    facts = []
+    if risk.facts:
+        asked = {**gen, "labels": None, "max_new_tokens": FACT_TOKENS}
+        facts = recipe.generate_replies(model, tokenizer, risk.facts, description=f"{name} facts", **asked)
+    return {
+        "replies": replies,
+        "probe_replies": probe_replies,
+        "general_loss": general_loss,
+        "memorisation": continue_probes(model, tokenizer, risk.memorisation, batch) if risk.memorisation else [],
+        "canaries": continue_probes(model, tokenizer, risk.canaries, batch) if risk.canaries else [],
+        "facts": [r.text for r in facts],
+    }
+
+
+def _risk_analysis(
+    analysis: dict[str, Any], risk: RiskProbes, base: dict | None, tuned: dict, n_resamples: int, seed: int
+) -> None:
+    """Memorisation per model (and tuned vs base with a CI), factual drift (needs the base model)."""
+    from tunesmith.metrics.compare import compare_correctness
+    from tunesmith.metrics.risk import factual_drift
+
+    if risk.memorisation or risk.canaries:
+        memorised = {}
+        for name, outputs in (("base", base), ("tuned", tuned)):
+            if outputs is not None:
+                report = memorisation_report(risk, outputs["memorisation"], outputs["canaries"])
+                memorised[name] = report.pop("memorised")
+                analysis.setdefault(name, {})["memorisation"] = report
+        if "base" in memorised and memorised["tuned"]:
+            comparison = compare_correctness(memorised["base"], memorised["tuned"], n_resamples, seed)
+            analysis["memorisation_comparison"] = comparison
+    if risk.questions and base is not None:
+        analysis["factual_drift"] = factual_drift(risk.questions, base["facts"], tuned["facts"], n_resamples, seed)
 
 
 def _analysis(

@@ -35,6 +35,7 @@ def write_report(run_dir: RunDir) -> Path:
         "comparison": _json(run_dir.eval / "comparison.json"),
         "baselines": _json(run_dir.eval / "baselines.json"),
         "analysis": _json(run_dir.eval / "analysis.json"),
+        "gate": _json(run_dir.eval / "gate.json"),
         "prompt_variants": _json(run_dir.eval / "prompt_variants.json"),
         "forgetting_earlier": _json(run_dir.eval / "forgetting_earlier.json"),
         "environment": summary(_json(run_dir.environment)) if run_dir.environment.is_file() else None,

@@ -4,7 +4,8 @@ The recipe predicts and scores (see ``tunesmith.recipes``); this module runs the
 model can answer at all) and the tuned model on the same rows, scores simple baselines, compares the tuned
 model with the base model (or, for a fresh task head, with the first baseline) by a paired bootstrap and
 McNemar's test, and writes ``eval/``: ``metrics.json``, ``baselines.json``, ``comparison.json``,
-``analysis.json`` and ``predictions.jsonl``.
+``analysis.json`` and ``predictions.jsonl`` (and ``gate.json``). Graders (``eval.graders``) score text predictions
+(seq2seq, qa) as they score chat replies.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 from tunesmith.core.console import console
 from tunesmith.core.errors import TunesmithError
 from tunesmith.core.fs import atomic_dir, read_jsonl, write_json, write_jsonl
+from tunesmith.curate.grading import grade_outputs
 from tunesmith.data.records import Labeled, record_from_dict
 from tunesmith.metrics.bias import counterfactual, flip_rate
 from tunesmith.metrics.compare import compare
+from tunesmith.pipeline.gate import gate_report
 from tunesmith.pipeline.trained import TrainedRun
 from tunesmith.recipes.contract import TaskEvaluation
 
@@ -89,6 +92,15 @@ def evaluate_task_run(
         if base_probed is not None:
             analysis.setdefault("base", {})["bias"] = bias_report(probes, records, base, base_probed)
 
+    graded = None
+    if cfg.eval.graders:
+        graded = _grade(run, records, base, tuned)
+        for name, values in graded.metrics.items():
+            metrics[name].update(values)
+        if comparison is not None and against == "base":
+            comparison.update(graded.comparison)
+        analysis["graders"] = graded.analysis
+
     rows = []
     for i, record in enumerate(records):
         row: dict[str, Any] = {"source": record.source}
@@ -97,6 +109,8 @@ def evaluate_task_run(
         if base is not None:
             row["base"] = base[i]
         row["tuned"] = tuned[i]
+        if graded is not None:
+            row["grades"] = graded.per_row[i]
         rows.append(row)
     with atomic_dir(out_dir) as tmp:
         write_jsonl(tmp / "predictions.jsonl", rows)
@@ -105,9 +119,31 @@ def evaluate_task_run(
         write_json(tmp / "analysis.json", analysis)
         if comparison is not None:
             write_json(tmp / "comparison.json", comparison)
+        if cfg.eval.gate:
+            write_json(tmp / "gate.json", gate_report(cfg, metrics, comparison or {}, analysis))
     if out_dir == run.dir.eval:
         run.dir.mark_done("evaluate", {"rows": len(records)})
     return metrics
+
+
+def _grade(run: TrainedRun, records: list[Any], base: list[Any] | None, tuned: list[Any]) -> Any:
+    """Graders on text predictions; the item of a row is its input and reference (and label)."""
+    describe = task_evaluation(run).describe
+    if describe is None or not all(isinstance(p.get("prediction"), str) for p in tuned):
+        raise TunesmithError(
+            f"eval.graders: the '{run.config.task.name}' task's predictions are not text, so graders cannot read "
+            "them; grade chat replies (sft) or generated text (seq2seq, qa)"
+        )
+    items = []
+    for record in records:
+        item: dict[str, Any] = dict(describe(record))
+        if isinstance(record, Labeled):
+            item["label"] = record.label
+        items.append(item)
+    texts = {"tuned": [p["prediction"] for p in tuned]}
+    if base is not None:
+        texts = {"base": [str(p["prediction"]) for p in base], **texts}
+    return grade_outputs(run.config, texts, items, [i["input"] for i in items], [i["reference"] for i in items])
 
 
 def _analysis_entry(details: dict[str, Any]) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def train(run: Any, resume: bool = False) -> Any:
         )
     setup = Setup(run, resume)
     setup.build_optimizer(rl.update_epochs)
-    reward = build_reward(rl)
+    reward = build_reward(rl, cfg.eval)
     copy = reference_copy(run, setup.model)
     G = rl.num_generations
     done = setup.restore()  # last of all before the loop: it sets the RNG states

@@ -91,7 +91,7 @@ def train(run: Any, resume: bool = False) -> Any:
     torch.nn.init.zeros_(value_head.weight)
     torch.nn.init.zeros_(value_head.bias)
     setup.build_optimizer(rl.update_epochs, [value_head])
-    reward = build_reward(rl)
+    reward = build_reward(rl, cfg.eval)
     copy = reference_copy(run, setup.model)
     kl_ctl = AdaptiveKL(rl)
     done = setup.restore()  # last of all before the loop: it sets the RNG states

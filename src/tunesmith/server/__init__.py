@@ -7,9 +7,26 @@ import sys
 from tunesmith.pipeline.run import Run
 
 
-def serve(runs: list[Run], host: str, port: int, api_key: str | None, max_tokens: int, max_body_bytes: int) -> None:
-    """Load the runs (LoRA adapters on one base share it) and serve them until interrupted."""
+def serve(
+    runs: list[Run],
+    host: str,
+    port: int,
+    api_key: str | None,
+    max_tokens: int,
+    max_body_bytes: int,
+    force: bool = False,
+) -> None:
+    """Load the runs (LoRA adapters on one base share it) and serve them until interrupted; a run whose evaluation
+    gate fails is refused (``GateFailed``) unless ``force``."""
     import uvicorn
+
+    from tunesmith.pipeline.gate import require_gate
+
+    for run in runs:
+        gate = require_gate(run, force, "serve")
+        if gate is not None and not gate["passed"]:
+            name = run.dir.root.name
+            print(f"warning: serving {name} with --force although its evaluation gate failed", file=sys.stderr)
 
     from tunesmith.server.app import Limits, create_app
     from tunesmith.ship.inference import Sampling, chat_prompt, generate, load_pool

@@ -45,13 +45,26 @@ ALIAS_HUB_IDS = {
 
 
 def write_model_card(
-    run: TrainedRun, path: Path, kind: str, dtype: str, max_logit_diff: float, checks: dict[str, Any], folder_name: str
+    run: TrainedRun,
+    path: Path,
+    kind: str,
+    dtype: str,
+    max_logit_diff: float,
+    checks: dict[str, Any],
+    folder_name: str,
+    gate: dict[str, Any] | None = None,
 ) -> None:
-    write_text(path, model_card(run, kind, dtype, max_logit_diff, checks, folder_name))
+    write_text(path, model_card(run, kind, dtype, max_logit_diff, checks, folder_name, gate))
 
 
 def model_card(
-    run: TrainedRun, kind: str, dtype: str, max_logit_diff: float, checks: dict[str, Any], folder_name: str
+    run: TrainedRun,
+    kind: str,
+    dtype: str,
+    max_logit_diff: float,
+    checks: dict[str, Any],
+    folder_name: str,
+    gate: dict[str, Any] | None = None,
 ) -> str:
     gguf = checks.get("gguf")
     cfg = run.config
@@ -82,6 +95,7 @@ def model_card(
         "## Training\n\n" + _training(run),
         "## Environment\n\n" + _environment(run),
         "## Evaluation\n\n" + _evaluation(run),
+        *([f"## Evaluation gate\n\n{_gate(gate)}"] if gate is not None else []),
         "## Use\n\n" + (USAGE_ADAPTER if kind == "adapter" else USAGE_MERGED).format(path=folder_name, base=base),
         "## Export check\n\n"
         f"This folder was loaded back with plain transformers{' and peft' if kind == 'adapter' else ''} after "
@@ -201,6 +215,17 @@ def _evaluation(run: TrainedRun) -> str:
     return (
         f"Greedy answers on {test_rows} test rows; `base` is the base model asked the same prompts zero-shot.\n\n"
         + "\n".join(rows)
+    )
+
+
+def _gate(gate: dict[str, Any]) -> str:
+    """The gate's checks; a forced export of a failed gate says so first, in bold."""
+    lines = [f"- {'held' if c['passed'] else '**failed**'}: {c['check']} ({c['detail']})" for c in gate["checks"]]
+    if gate["passed"]:
+        return "Every condition of the run's evaluation gate (`eval.gate`) held:\n\n" + "\n".join(lines)
+    return (
+        "**Exported with `--force` although the run's evaluation gate (`eval.gate`) failed.** Conditions:\n\n"
+        + "\n".join(lines)
     )
 
 

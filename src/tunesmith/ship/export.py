@@ -2,7 +2,8 @@
 
 Every export is verified before it is put in place: the written folder is loaded back the way a user would load
 it (plain ``transformers``, or ``peft`` on the base model) and its logits on prompts from the run's own data are
-compared with those of the run's tuned model.
+compared with those of the run's tuned model. A run whose evaluation gate (``eval.gate``) fails is refused unless
+forced, and the model card then says it was forced.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tunesmith.models.gguf_writer import KINDS as GGUF_KINDS
 from tunesmith.models.gguf_writer import write_gguf
 from tunesmith.models.load import load_causal_lm
 from tunesmith.models.merge import DTYPES, check_loaded, logits, max_diff, reference_outputs, save_whole
+from tunesmith.pipeline.gate import require_gate
 from tunesmith.pipeline.probes import probe_inputs
 from tunesmith.pipeline.trained import TrainedRun
 from tunesmith.ship.card import write_model_card
@@ -38,12 +40,15 @@ class ExportResult:
     max_logit_diff: float  # written export loaded back (fp32 forward) vs the run's tuned model (fp64 forward)
     checks: dict[str, Any] = field(default_factory=dict)
     gguf: Path | None = None
+    gate: dict[str, Any] | None = None  # the evaluation gate's report; None when the run has no gate
 
 
 def export_run(
-    run: TrainedRun, out: Path, merge: bool = False, dtype: str = "fp32", gguf: str | None = None
+    run: TrainedRun, out: Path, merge: bool = False, dtype: str = "fp32", gguf: str | None = None, force: bool = False
 ) -> ExportResult:
-    """Write the export to ``out`` (atomically; ``out`` must not exist) and return what was checked."""
+    """Write the export to ``out`` (atomically; ``out`` must not exist) and return what was checked.
+
+    A failed evaluation gate raises ``GateFailed`` naming the failed checks, unless ``force``."""
     if dtype not in DTYPES:
         raise TunesmithError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     if gguf is not None and gguf not in GGUF_KINDS:
@@ -51,6 +56,7 @@ def export_run(
     if out.exists():
         raise TunesmithError(f"{out} already exists; choose a new --out folder or remove it first")
     kind = export_kind(run.config.method.name, merge or bool(gguf))
+    gate = require_gate(run, force, "export")
     tuned, tokenizer = run.load_tuned()
     reference = reference_outputs(tuned, probe_inputs(run.dir, tokenizer))
     checks = reference.checks
@@ -63,9 +69,9 @@ def export_run(
         tokenizer.save_pretrained(tmp)
         diff = check_loaded(loaded, reference, dtype)
         gguf_path = _write_gguf(loaded, tokenizer, tmp, gguf, reference.probes, checks) if gguf else None
-        result = ExportResult(out, kind, dtype, diff, checks, gguf_path and out / gguf_path.relative_to(tmp))
+        result = ExportResult(out, kind, dtype, diff, checks, gguf_path and out / gguf_path.relative_to(tmp), gate)
         write_json(tmp / "export.json", _summary(run, result))
-        write_model_card(run, tmp / "README.md", kind, dtype, diff, checks, folder_name=out.name)
+        write_model_card(run, tmp / "README.md", kind, dtype, diff, checks, folder_name=out.name, gate=gate)
     return result
 
 
@@ -126,4 +132,5 @@ def _summary(run: TrainedRun, result: ExportResult) -> dict[str, Any]:
         "dtype": result.dtype,
         "max_logit_diff": result.max_logit_diff,
         "checks": result.checks,
+        **({"gate": result.gate} if result.gate is not None else {}),
     }

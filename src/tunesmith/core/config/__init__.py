@@ -6,7 +6,8 @@ starts, naming the key, the value and what is allowed.
 
 One module per job: ``base`` (the section base class), ``model``, ``data``, ``task``, ``method`` and ``training``
 (their sections), ``run`` (the whole run, eval / output / sweep / stages), ``loader`` (YAML, ``--set``, stages) and
-``messages`` (validation errors as user messages). Import from this package, not from its modules.
+``messages`` (validation errors as user messages), ``graders`` (OpenAI's grader JSON) and
+``gate`` (``eval.gate``). Import from this package, not from its modules.
 """
 
 from tunesmith.core.config.base import Section
@@ -22,6 +23,26 @@ from tunesmith.core.config.data import (
     MixConfig,
     ParallelFiles,
     PiiConfig,
+)
+from tunesmith.core.config.gate import (
+    DeltaCheck,
+    FactualDriftCheck,
+    ForgettingCheck,
+    GateCheck,
+    NotAboveBaseCheck,
+    ScoreCheck,
+)
+from tunesmith.core.config.graders import (
+    Grader,
+    LabelModelGrader,
+    MultiGrader,
+    PythonGrader,
+    ScoreModelGrader,
+    StringCheckGrader,
+    TextSimilarityGrader,
+    parse_grader,
+    parse_graders,
+    read_grader_file,
 )
 from tunesmith.core.config.loader import apply_override, load_config, load_raw_config, stage_configs, validate_config
 from tunesmith.core.config.messages import _section_type as _section_type  # used by tunesmith.sweep.search
@@ -39,7 +60,15 @@ from tunesmith.core.config.method import (
     QloraConfig,
 )
 from tunesmith.core.config.model import ModelConfig
-from tunesmith.core.config.run import STAGE_SECTIONS, EvalConfig, OutputConfig, RunConfig, StageConfig, SweepConfig
+from tunesmith.core.config.run import (
+    STAGE_SECTIONS,
+    EvalConfig,
+    GradingConfig,
+    OutputConfig,
+    RunConfig,
+    StageConfig,
+    SweepConfig,
+)
 from tunesmith.core.config.run import _BlockDumper as _BlockDumper  # used by tunesmith.sweep.search
 from tunesmith.core.config.task import (
     TASK_SECTIONS,
@@ -69,16 +98,25 @@ __all__ = [
     "DataConfig",
     "DataFormat",
     "DedupConfig",
+    "DeltaCheck",
     "EvalConfig",
+    "FactualDriftCheck",
     "FileReader",
+    "ForgettingCheck",
     "FreezeConfig",
+    "GateCheck",
+    "Grader",
+    "GradingConfig",
     "Ia3Config",
+    "LabelModelGrader",
     "LmConfig",
     "LoraConfig",
     "MethodConfig",
     "MethodName",
     "MixConfig",
     "ModelConfig",
+    "MultiGrader",
+    "NotAboveBaseCheck",
     "OutputConfig",
     "ParallelFiles",
     "PiiConfig",
@@ -86,20 +124,28 @@ __all__ = [
     "PrefixConfig",
     "PromptConfig",
     "PruneConfig",
+    "PythonGrader",
     "QaConfig",
     "QloraConfig",
     "RlConfig",
     "RunConfig",
+    "ScoreCheck",
+    "ScoreModelGrader",
     "Section",
     "Seq2SeqConfig",
     "StageConfig",
+    "StringCheckGrader",
     "SweepConfig",
     "TaskConfig",
     "TaskName",
+    "TextSimilarityGrader",
     "TrainingConfig",
     "apply_override",
     "load_config",
     "load_raw_config",
+    "parse_grader",
+    "parse_graders",
+    "read_grader_file",
     "stage_configs",
     "validate_config",
 ]

@@ -184,6 +184,12 @@ class DataConfig(Section):
     pii: PiiConfig = Field(default_factory=PiiConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    canaries: int = Field(
+        0,
+        ge=0,
+        description="Plant this many random secret strings in training replies (counted in data/report.json); the "
+        "memorisation probe (eval.memorisation) then measures how many each model gives back.",
+    )
     audit: bool = Field(
         False,
         description="During prepare, audit the training file (likely label errors, clusters, outliers, duplicates; "

@@ -116,6 +116,9 @@ def _resolve_data_paths(raw: dict[str, Any], base: Path) -> None:
     for stage in raw.get("stages") or []:
         if isinstance(stage, dict):
             _resolve_data_paths(stage, base)
+    evaluation = raw.get("eval")
+    if isinstance(evaluation, dict) and isinstance(evaluation.get("graders"), str):  # a file of grader JSON
+        evaluation["graders"] = str((base / evaluation["graders"]).resolve())
     data = raw.get("data")
     if not isinstance(data, dict):
         return

@@ -12,9 +12,16 @@ from pydantic import BaseModel
 
 from tunesmith.core.config.run import RunConfig
 
+# The tags pydantic puts in the location of an error inside a tagged union (a grader's type, a gate check's kind).
+UNION_TAGS = frozenset(
+    {"string_check", "text_similarity", "python", "score_model", "label_model", "multi"}
+    | {"delta", "score", "forgetting", "bias_flips", "memorisation", "factual_drift"}
+)
+
 
 def describe_error(err: dict[str, Any]) -> str:
     loc = [str(p) for p in err["loc"]]
+    loc = [p for i, p in enumerate(loc) if not (p in UNION_TAGS and 0 < i < len(loc) - 1 and loc[i - 1] != "eval")]
     key = ".".join(loc) or "config"
     kind = err["type"]
     if kind == "extra_forbidden":

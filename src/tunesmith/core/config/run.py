@@ -10,10 +10,32 @@ from pydantic import Field, SerializerFunctionWrapHandler, field_validator, mode
 
 from tunesmith.core.config.base import Section
 from tunesmith.core.config.data import DataConfig
+from tunesmith.core.config.gate import GateCheck
+from tunesmith.core.config.graders import Grader, read_grader_file
 from tunesmith.core.config.method import MethodConfig
 from tunesmith.core.config.model import ModelConfig
 from tunesmith.core.config.task import TaskConfig
 from tunesmith.core.config.training import TrainingConfig
+
+
+class GradingConfig(Section):
+    """How graders run (``eval.grading``): the judge of model graders and the python grader's limits."""
+
+    judge_model: str | None = Field(
+        None,
+        description="Replace the model of every score_model / label_model grader (e.g. smollm2-135m, a run "
+        "directory) so OpenAI grader files run unchanged on a local judge; null: each grader's own model.",
+    )
+    judge_base_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) for judge models that are "
+        "neither a run directory nor a local model.",
+    )
+    judge_api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
+    judge_max_new_tokens: int = Field(32, gt=0, description="Longest judge reply (sampling_params may lower it).")
+    python_timeout_s: float = Field(10.0, gt=0, description="python grader: seconds per sample before it scores 0.")
+    python_memory_mb: int = Field(1024, ge=64, description="python grader: address-space limit of its process.")
+    lowest_samples: int = Field(5, ge=0, description="Lowest-scored test rows per grader kept for the report.")
 
 
 class EvalConfig(Section):
@@ -39,6 +61,62 @@ class EvalConfig(Section):
         description="Instruction templates to compare, each with an {input} placeholder for the row's input, e.g. "
         "'Is this review positive or negative? {input}'; base and tuned model are scored on each.",
     )
+
+    graders: list[Grader] = Field(
+        default_factory=list,
+        description="Graders in OpenAI's JSON shape (string_check, text_similarity, python, score_model, "
+        "label_model, multi), or the path of a JSON/JSONL file of them; each is scored for base and tuned "
+        "replies (metric grader:<name>) and can be a gate condition or an RL reward (task.rl.reward: grader:<name>).",
+    )
+    grading: GradingConfig = Field(default_factory=GradingConfig, description="Judges and python-grader limits.")
+    gate: list[GateCheck] = Field(
+        default_factory=list,
+        description="Conditions export and serve require of the evaluation (checks: delta, score, forgetting, "
+        "bias_flips, memorisation, factual_drift); see docs/evaluation.md.",
+    )
+    memorisation: bool = Field(
+        False,
+        description="Probe: prompt base and tuned model with the first half of training rows' replies and count "
+        "verbatim / near-verbatim continuations of the second half (and planted data.canaries extracted).",
+    )
+    memorisation_rows: int = Field(32, gt=0, description="Training rows the memorisation probe uses.")
+    factual_drift: bool = Field(
+        False,
+        description="Probe: base and tuned model answer ~50 shipped general-knowledge questions; report the share "
+        "that goes from right to wrong.",
+    )
+
+    @field_validator("graders", mode="before")
+    @classmethod
+    def _grader_file(cls, value: Any) -> Any:
+        return read_grader_file(value) if isinstance(value, str) else value
+
+    @field_validator("graders")
+    @classmethod
+    def _unique_names(cls, value: list[Any]) -> list[Any]:
+        names = [g.name for g in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"eval.graders: grader names must differ; {', '.join(map(repr, repeated))} repeats")
+        return value
+
+    @model_validator(mode="after")
+    def _gate_has_its_measurements(self) -> EvalConfig:
+        names = {f"grader:{g.name}" for g in self.graders}
+        needs = {"forgetting": "forgetting", "bias_flips": "bias_probe", "memorisation": "memorisation"}
+        needs["factual_drift"] = "factual_drift"
+        for i, check in enumerate(self.gate):
+            metric = getattr(check, "metric", "")
+            if metric.startswith("grader:") and metric not in names:
+                raise ValueError(
+                    f"eval.gate[{i}]: {metric} names no grader of eval.graders ({', '.join(sorted(names)) or 'none'})"
+                )
+            if check.check == "delta" and not self.baseline:
+                raise ValueError(f"eval.gate[{i}]: a delta check compares with the base model; set eval.baseline: true")
+            switch = needs.get(check.check)
+            if switch and not getattr(self, switch):
+                raise ValueError(f"eval.gate[{i}]: the {check.check} check needs eval.{switch}: true")
+        return self
 
     @field_validator("prompt_variants")
     @classmethod
@@ -170,6 +248,17 @@ class RunConfig(Section):
                 "eval.enabled is true but data.test is not set; set data.test (or data.test_fraction) "
                 "or eval.enabled=false"
             )
+        ungraded = ("tag", "lm", "reward", "dpo", "orpo", "simpo", "kto")
+        if self.eval.graders and self.task.name in ungraded:
+            raise ValueError(
+                f"eval.graders grade generated answers, which a '{self.task.name}' run's evaluation does not produce; "
+                "graders work with sft, classify, seq2seq, qa, ppo and grpo runs"
+            )
+        graders = {g.name for g in self.eval.graders}
+        for source in self.task.rl.reward:
+            if source.startswith("grader:") and source.removeprefix("grader:") not in graders:
+                known = ", ".join(sorted(graders)) or "none"
+                raise ValueError(f"task.rl.reward: {source!r} names no grader of eval.graders ({known})")
         qa = self.task.qa
         if self.task.name == "qa" and qa.doc_stride + qa.max_question_len + 4 >= self.training.max_seq_len:
             raise ValueError(

@@ -46,7 +46,8 @@ class RlConfig(Section):
         default_factory=list,
         description="Reward sources, summed (weighted by reward_weights): a reward-model run directory "
         "(task: reward), a Python callable 'module:function' (called as fn(prompts, completions, references) -> "
-        "list of floats), or a built-in: exact_match, contains_reference, format, length.",
+        "list of floats), grader:<name> (a grader of eval.graders, OpenAI's grader JSON), or a built-in: "
+        "exact_match, contains_reference, format, length.",
     )
     reward_weights: list[float] | None = Field(None, description="One weight per reward source; null: all 1.")
     format_pattern: str = Field(

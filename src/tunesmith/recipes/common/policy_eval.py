@@ -18,6 +18,7 @@ from tunesmith.core.console import console
 from tunesmith.core.errors import TunesmithError
 from tunesmith.core.fs import atomic_dir, read_jsonl, write_json, write_jsonl
 from tunesmith.data.records import Chat, Feedback, Message, Preference, record_from_dict
+from tunesmith.metrics.gate import gate_report
 from tunesmith.recipes.common import rl as rl_common
 from tunesmith.recipes.common.reward_fns import eval_scorer
 
@@ -162,6 +163,22 @@ def win_rate(
     return base, tuned, rows
 
 
+def _grade(cfg: Any, prompts: Sequence[rl_common.PromptExample], replies: dict[str, list[str]]) -> Any:
+    """eval.graders on both models' greedy replies; the item of a prompt is its input, reference and messages."""
+    from tunesmith.curate.grading import grade_outputs
+
+    items = [
+        {
+            "input": next((m.content for m in reversed(p.messages) if m.role == "user"), ""),
+            "reference": p.reference or "",
+            "messages": [{"role": m.role, "content": m.content} for m in p.messages],
+        }
+        for p in prompts
+    ]
+    inputs, references = [i["input"] for i in items], [i["reference"] for i in items]
+    return grade_outputs(cfg, replies, items, inputs, references)
+
+
 def _prompts(records: Sequence[Any], tokenizer: Any, cfg: Any) -> list[rl_common.PromptExample]:
     """Each record's prompt, with its reference reply (the chosen one; none for an undesirable judged reply)."""
     prompts = []
@@ -178,10 +195,12 @@ def _prompts(records: Sequence[Any], tokenizer: Any, cfg: Any) -> list[rl_common
     return prompts
 
 
-def _write(run: Any, out_dir: Path, metrics: dict, rows: list[dict], n: int) -> dict:
+def _write(run: Any, out_dir: Path, metrics: dict, rows: list[dict], n: int, files: dict | None = None) -> dict:
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / "metrics.json", metrics)
         write_jsonl(tmp / "predictions.jsonl", rows)
+        for name, content in (files or {}).items():
+            write_json(tmp / name, content)
     if out_dir == run.dir.eval:
         run.dir.mark_done("evaluate", {"rows": n})
     return metrics
@@ -240,8 +259,19 @@ def evaluate_policy_run(run: Any, split: str = "test", chats: list[Any] | None =
         row["reference"] = p.reference
     tuned["kl_from_reference"] = kl_from_reference(models, prompts, cfg)
     metrics = {"base": base, "tuned": tuned}
+    files: dict[str, Any] = {}
+    if cfg.eval.graders:
+        replies = {name: [row[name]["reply"] for row in rows] for name in ("base", "tuned")}
+        graded = _grade(cfg, prompts, replies)
+        for name in ("base", "tuned"):
+            metrics[name].update(graded.metrics[name])
+        for row, grades in zip(rows, graded.per_row, strict=True):
+            row["grades"] = grades
+        files = {"comparison.json": graded.comparison, "analysis.json": {"graders": graded.analysis}}
+    if cfg.eval.gate:
+        files["gate.json"] = gate_report(cfg.eval.gate, metrics, files.get("comparison.json", {}), {})
     _print(metrics)
-    return _write(run, out_dir, metrics, rows, len(records))
+    return _write(run, out_dir, metrics, rows, len(records), files)
 
 
 def _print(metrics: dict) -> None:

@@ -2,8 +2,10 @@
 
 A source is a built-in (``exact_match``, ``contains_reference``, ``format``, ``length``), a Python callable
 ``module:function`` called as ``fn(prompts, completions, references) -> list[float]`` (prompts are the last user
-message of each conversation, references the reference reply or None), or a reward-model run directory
-(``task: reward``), which scores the whole conversation.
+message of each conversation, references the reference reply or None), a reward-model run directory
+(``task: reward``), which scores the whole conversation, or ``grader:<name>``: a grader of ``eval.graders`` (OpenAI's
+grader JSON), whose score is the reward, with ``{{ item.input }}``, ``{{ item.reference }}`` and
+``{{ item.messages }}`` about the prompt.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tunesmith.core.config import RlConfig
+from tunesmith.core.config import EvalConfig, RlConfig
 from tunesmith.core.errors import ConfigError
 from tunesmith.data.records import Message
 from tunesmith.metrics.text import normalize as normalize_text
@@ -62,8 +64,37 @@ def _plain(fn: PlainFn) -> Scorer:
     return score
 
 
-def load_source(name: str, rl: RlConfig) -> Scorer:
-    """One reward source by name (see the module docstring)."""
+def grader_reward(grader: Any, evaluation: EvalConfig) -> Scorer:
+    """A grader as a reward: its score of each completion, the prompt and reference as the item."""
+    from tunesmith.curate.judges import grading_context
+    from tunesmith.metrics.graders import grade, make_sample
+
+    context = grading_context([grader], evaluation.grading)
+
+    def score(prompts: Sequence[list[Message]], completions: Sequence[str], refs: Sequence[str | None]) -> list[float]:
+        items = [
+            {
+                "input": next((m.content for m in reversed(p) if m.role == "user"), ""),
+                "reference": r if r is not None else "",
+                "messages": [{"role": m.role, "content": m.content} for m in p],
+            }
+            for p, r in zip(prompts, refs, strict=True)
+        ]
+        return grade(grader, [make_sample(c) for c in completions], items, context).scores
+
+    return score
+
+
+def load_source(name: str, rl: RlConfig, evaluation: EvalConfig | None = None) -> Scorer:
+    """One reward source by name (see the module docstring); ``grader:<name>`` reads ``evaluation.graders``."""
+    if name.startswith("grader:"):
+        graders = {g.name: g for g in (evaluation.graders if evaluation else [])}
+        grader = graders.get(name.removeprefix("grader:"))
+        if grader is None:
+            raise ConfigError(
+                f"task.rl.reward: {name!r} names no grader of eval.graders ({', '.join(graders) or 'none'})"
+            )
+        return grader_reward(grader, evaluation)
     builtins: dict[str, PlainFn] = {
         "exact_match": exact_match,
         "contains_reference": contains_reference,
@@ -85,18 +116,18 @@ def load_source(name: str, rl: RlConfig) -> Scorer:
         return _plain(fn)
     raise ConfigError(
         f"task.rl.reward: {name!r} is neither a built-in ({', '.join(builtins)}), a 'module:function' callable, "
-        "nor a reward-model run directory (a folder with config.yaml)"
+        "a reward-model run directory (a folder with config.yaml), nor grader:<name> (a grader of eval.graders)"
     )
 
 
-def build_reward(rl: RlConfig) -> Scorer:
-    """The weighted sum of the configured reward sources."""
+def build_reward(rl: RlConfig, evaluation: EvalConfig | None = None) -> Scorer:
+    """The weighted sum of the configured reward sources (graders from ``evaluation.graders``)."""
     if not rl.reward:
         raise ConfigError("task.rl.reward is empty; name at least one reward (e.g. exact_match or runs/my-reward)")
     weights = rl.reward_weights or [1.0] * len(rl.reward)
     if len(weights) != len(rl.reward):
         raise ConfigError(f"task.rl.reward_weights has {len(weights)} weights for {len(rl.reward)} rewards")
-    sources = [load_source(name, rl) for name in rl.reward]
+    sources = [load_source(name, rl, evaluation) for name in rl.reward]
 
     def total(prompts: Sequence[list[Message]], completions: Sequence[str], refs: Sequence[str | None]) -> list[float]:
         scores = [0.0] * len(completions)
@@ -114,5 +145,5 @@ def eval_scorer(cfg: Any) -> Scorer | None:
 
         return load_scorer(Path(cfg.eval.reward_model))
     if cfg.task.name in ("ppo", "grpo") and cfg.task.rl.reward:
-        return build_reward(cfg.task.rl)
+        return build_reward(cfg.task.rl, cfg.eval)
     return None
