@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from tests.conftest import run_cli, write_tiny_config
-from tunesmith.config import load_config
-from tunesmith.errors import ConfigError
+from tunesmith.core.config import load_config
+from tunesmith.core.errors import ConfigError
 from tunesmith.sweep import load_sweep, run_sweep
 
 FINISHED = ("COMPLETE", "PRUNED")
