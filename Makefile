@@ -16,17 +16,22 @@ SYNC   := $(UV) pip sync --python $(BIN)/python --require-hashes $(TORCH_SOURCE)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: quickstart test lint install lock lock-check test-latest test-lowest clean browser
+.PHONY: quickstart test lint install lock lock-check test-latest test-lowest clean browser postgres
 
 quickstart: $(VENV)/.installed
 	$(BIN)/tunesmith run examples/quickstart.yaml
 
-test: lint browser
+test: lint browser postgres
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The report test renders report.html in a real headless Chromium (Debian's package).
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The shared-sweep tests start a throwaway PostgreSQL server of their own (Debian's package: its binaries only;
+# the cluster it may create is not used).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 # ruff, then the layer contracts in pyproject.toml (an upward import fails here, even inside a function)
 lint: $(VENV)/.installed
@@ -65,11 +70,11 @@ lock: $(UV)
 
 # The suite against the newest release of every dependency, in a throwaway venv (never .venv, never the lock);
 # prints the versions that differ from the lock and the failures, and writes docs/test-latest.md.
-test-latest: $(UV) browser
+test-latest: $(UV) browser postgres
 	$(PYTHON) tools/test_latest.py --uv $(UV) $(TORCH_SOURCE) $(PYTEST_ARGS)
 
 # The same at the bottom of pyproject.toml's ranges: are the lower bounds users get honest? (docs/test-lowest.md)
-test-lowest: $(UV) browser
+test-lowest: $(UV) browser postgres
 	$(PYTHON) tools/test_latest.py --lowest --uv $(UV) $(TORCH_SOURCE) $(PYTEST_ARGS)
 
 clean:

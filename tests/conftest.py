@@ -157,4 +157,5 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
+from tests.postgres import postgres  # noqa: E402, F401  (a throwaway PostgreSQL server, session-wide)
 from tests.shipping import eos_model_dir, tuned_run_dir  # noqa: E402, F401  (fixtures shared by the shipping tests)
