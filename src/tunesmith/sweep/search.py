@@ -66,7 +66,8 @@ def run_sweep(sweep: Sweep, trials: int, storage: str | None = None, workers: in
             "by several processes at once.\n  fix: add --storage postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
         )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sweep.dir.mkdir(parents=True, exist_ok=True)
+    if storage is None:  # the study and its lock file live in the folder; a bad --storage URL leaves nothing behind
+        sweep.dir.mkdir(parents=True, exist_ok=True)
     with lock(sweep.dir, shared=storage is not None):
         study = open_study(sweep, storage)
         write_text(
