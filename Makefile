@@ -11,22 +11,29 @@ UV     := $(TOOLS)/bin/uv
 # It lies on this platform's disk; elsewhere, PyTorch's CPU index serves the same file (same hash).
 WHEELS := $(wildcard /opt/wheels)
 TORCH_SOURCE := $(if $(WHEELS),--find-links $(WHEELS),--extra-index-url https://download.pytorch.org/whl/cpu)
-SYNC   := $(UV) pip sync --python $(BIN)/python --require-hashes $(TORCH_SOURCE)
+# --compile-bytecode: the tests start many tunesmith processes; without .pyc files (PYTHONDONTWRITEBYTECODE is set on
+# some machines) each one compiles torch and transformers again.
+SYNC   := $(UV) pip sync --python $(BIN)/python --require-hashes --compile-bytecode $(TORCH_SOURCE)
 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: quickstart test lint install lock lock-check test-latest test-lowest clean browser
+.PHONY: quickstart test lint install lock lock-check test-latest test-lowest clean browser postgres
 
 quickstart: $(VENV)/.installed
 	$(BIN)/tunesmith run examples/quickstart.yaml
 
-test: lint browser
+test: lint browser postgres
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The report test renders report.html in a real headless Chromium (Debian's package).
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The shared-sweep tests start a throwaway PostgreSQL server of their own (Debian's package: its binaries only;
+# the cluster it may create is not used).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 # ruff, then the layer contracts in pyproject.toml (an upward import fails here, even inside a function)
 lint: $(VENV)/.installed
@@ -53,23 +60,24 @@ $(UV): requirements/uv.txt
 	$(TOOLS)/bin/python -m pip install --disable-pip-version-check -q --require-hashes -r requirements/uv.txt
 	touch $@
 
-# A deliberate upgrade: recompile the lock from pyproject.toml (newest versions its ranges admit), then run
-# `make test` and commit the lock with whatever fixes it needed. `make test-latest` shows what an upgrade would meet.
+# Recompile the lock after pyproject.toml's dependencies change: new packages get the newest versions their ranges
+# admit, every other pin stays. `make lock UPGRADE=1` is the deliberate upgrade: every package to its newest release
+# (then `make test`, fix what breaks, commit lock and fixes together; `make test-latest` shows what it would meet).
 COMPILE := $(UV) pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
-	--custom-compile-command "make lock"
+	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
 lock: $(UV)
-	$(COMPILE) pyproject.toml --extra dev --extra deepspeed -c constraints/cpu.txt $(TORCH_SOURCE) --upgrade -o $(LOCK)
+	$(COMPILE) pyproject.toml --extra dev --extra deepspeed -c constraints/cpu.txt $(TORCH_SOURCE) -o $(LOCK)
 	$(COMPILE) requirements/demo-models.in --no-deps -o requirements/demo-models.txt
 	$(COMPILE) requirements/uv.in -o requirements/uv.txt
 	$(PYTHON) tools/lockfile.py stamp
 
 # The suite against the newest release of every dependency, in a throwaway venv (never .venv, never the lock);
 # prints the versions that differ from the lock and the failures, and writes docs/test-latest.md.
-test-latest: $(UV) browser
+test-latest: $(UV) browser postgres
 	$(PYTHON) tools/test_latest.py --uv $(UV) $(TORCH_SOURCE) $(PYTEST_ARGS)
 
 # The same at the bottom of pyproject.toml's ranges: are the lower bounds users get honest? (docs/test-lowest.md)
-test-lowest: $(UV) browser
+test-lowest: $(UV) browser postgres
 	$(PYTHON) tools/test_latest.py --lowest --uv $(UV) $(TORCH_SOURCE) $(PYTEST_ARGS)
 
 clean:

@@ -15,6 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 pytest.register_assert_rewrite("tests.helpers")  # their asserts explain themselves like the tests' own
 
 from tests.helpers.models import build_tiny_llama, build_tiny_tokenizer  # noqa: E402
+from tests.helpers.postgres import postgres  # noqa: E402, F401  (a throwaway PostgreSQL server, session-wide)
 from tests.helpers.training import train_tiny_run  # noqa: E402
 
 

@@ -109,3 +109,18 @@ def pref_config(folder: Path, model_dir: Path, task: str, **sections: dict) -> P
     path = folder / f"{task}.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
+
+
+def sweep_config(folder: Path, model_dir: Path, sweep: dict, **sections: dict) -> Path:
+    """The tiny run config with validation data, a validation loss every step, and a sweep section."""
+    config = write_tiny_config(
+        folder,
+        model_dir,
+        data={"validation_fraction": 0.25, "train_rows": 32, "validation_rows": 8, "dedup": {"near": False}},
+        training={"max_steps": 4, "batch_size": 4, "eval_every": 1, **sections.get("training", {})},
+        output={"dir": str(folder / "runs"), "name": "tiny"},
+    )
+    raw = yaml.safe_load(config.read_text())
+    raw["sweep"] = sweep
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return config

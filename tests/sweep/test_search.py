@@ -12,30 +12,14 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 
 from tests.helpers.cli import run_cli
-from tests.helpers.configs import write_tiny_config
+from tests.helpers.configs import sweep_config
 from tunesmith.core.config import load_config
 from tunesmith.core.errors import ConfigError
-from tunesmith.sweep.search import load_sweep, run_sweep
+from tunesmith.sweep import load_sweep, run_sweep
 
 FINISHED = ("COMPLETE", "PRUNED")
-
-
-def sweep_config(folder: Path, model_dir: Path, sweep: dict, **sections: dict) -> Path:
-    """The tiny run config with validation data, a validation loss every step, and a sweep section."""
-    config = write_tiny_config(
-        folder,
-        model_dir,
-        data={"validation_fraction": 0.25, "train_rows": 32, "validation_rows": 8, "dedup": {"near": False}},
-        training={"max_steps": 4, "batch_size": 4, "eval_every": 1, **sections.get("training", {})},
-        output={"dir": str(folder / "runs"), "name": "tiny"},
-    )
-    raw = yaml.safe_load(config.read_text())
-    raw["sweep"] = sweep
-    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return config
 
 
 def _results(sweep_dir: Path) -> list[dict]:

@@ -234,14 +234,25 @@ def sweep(
     trials: int = typer.Option(..., "--trials", "-n", min=1, help="Finished trials the study should have."),
     space: Path | None = typer.Option(None, "--space", help="Sweep file (default: the config's `sweep:` section)."),
     storage: str | None = typer.Option(
-        None, "--storage", help="Optuna storage URL, e.g. postgresql://... (default: SQLite in the sweep folder)."
+        None,
+        "--storage",
+        help="Database URL the study lives in, shared by every worker: postgresql://USER:PASSWORD@HOST:PORT/DB "
+        "(default: SQLite in the sweep folder, one process).",
+    ),
+    study: str | None = typer.Option(
+        None, "--study", help="Study name in the storage, and the sweep folder's (default: the run's name)."
+    ),
+    workers: int = typer.Option(
+        1, "--workers", min=1, help="Worker processes to start on this machine (needs --storage)."
     ),
     overrides: list[str] = SetOpt,
 ) -> None:
-    """Search hyperparameters with Optuna (pruning bad trials); rerun the same command to continue a stopped sweep."""
+    """Search hyperparameters with Optuna (pruning bad trials); rerun the same command to continue a stopped sweep.
+
+    Start the same command (same --storage and --study) on several machines to share one study."""
     from tunesmith.sweep.search import load_sweep, run_sweep
 
-    run_sweep(load_sweep(config, space, tuple(overrides)), trials, storage)
+    run_sweep(load_sweep(config, space, tuple(overrides), study), trials, storage, workers)
 
 
 @app.command()

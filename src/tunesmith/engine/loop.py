@@ -228,7 +228,13 @@ def _train(
             append_jsonl(metrics_path, row)
             trackers.log(row)
         if on_eval is not None and "val_loss" in row:
-            on_eval(step + 1, val_loss)  # after logging: the callback may stop training (a pruned sweep trial)
+            try:
+                on_eval(step + 1, val_loss)  # after logging: the callback may stop training (a pruned sweep trial)
+            except BaseException:
+                # A sweep goes on to its next trial in this process: leave no tracker writer thread behind.
+                progress.close()
+                trackers.finish()
+                raise
         if good and checkpoint_dir is not None and cfg.save_every and (step + 1) % cfg.save_every == 0:
             info = {"tokens": state.tokens, "bad_steps": state.bad_steps, "elapsed_s": state.elapsed, **stopper.info()}
             state.last_checkpoint = save_checkpoint(

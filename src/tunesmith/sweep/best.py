@@ -1,5 +1,5 @@
 """The best trial of a sweep: its config written as a runnable ``best.yaml`` and, with ``keep_models: best``, the
-other trials' model folders deleted.
+other ended trials' model folders deleted.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def keep_best(sweep: Sweep, best: Any, rows: list[dict[str, Any]]) -> dict[str, 
     }
     if sweep.settings.keep_models == "best":
         for row in rows:
-            folder = Path(row["run_dir"]) / "model" if row["run_dir"] else None
-            if folder is not None and row["trial"] != best.number and folder.is_dir():
-                shutil.rmtree(folder)
+            # Every worker of a shared study does this once the study is done (each sees its own trials' folders,
+            # or the same ones in a shared folder, perhaps at the same moment): deleting twice must be harmless.
+            if row["run_dir"] and row["trial"] != best.number and row["state"] in ("COMPLETE", "PRUNED", "FAIL"):
+                shutil.rmtree(Path(row["run_dir"]) / "model", ignore_errors=True)
     return entry

@@ -4,6 +4,7 @@ checked before any trial runs.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from pydantic import ValidationError
 from tunesmith.core.config import SweepConfig, load_raw_config, validate_config
 from tunesmith.core.errors import ConfigError
 from tunesmith.sweep.space import Param, check_space, parse_space
+
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass
@@ -32,8 +35,15 @@ class Sweep:
         return "minimize" if "loss" in lower or "perplexity" in lower else "maximize"
 
 
-def load_sweep(config: str | Path, space_file: str | Path | None = None, overrides: tuple[str, ...] = ()) -> Sweep:
-    """The run config and its search space, all checked before any trial runs."""
+def load_sweep(
+    config: str | Path, space_file: str | Path | None = None, overrides: tuple[str, ...] = (), study: str | None = None
+) -> Sweep:
+    """The run config and its search space, all checked before any trial runs. ``study`` names the Optuna study
+    and the sweep folder (default: the run's name)."""
+    if study is not None and not STUDY_NAME.fullmatch(study):
+        raise ConfigError(
+            f"--study {study!r}: a study name is also its folder's name; use letters, digits, '.', '_' and '-'"
+        )
     raw = load_raw_config(config, overrides)
     section = raw.pop("sweep", None)
     if space_file is not None:
@@ -52,7 +62,10 @@ def load_sweep(config: str | Path, space_file: str | Path | None = None, overrid
     try:
         settings = SweepConfig.model_validate(section)
     except ValidationError as exc:
-        problems = "\n".join(f"  - sweep.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "\n".join(
+            f"  - {'.'.join(['sweep', *map(str, e['loc'])])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
         raise ConfigError(f"{source}: invalid sweep settings\n{problems}") from None
     run_config = validate_config(raw, source=str(config))
     params = parse_space(settings.space)
@@ -73,5 +86,5 @@ def load_sweep(config: str | Path, space_file: str | Path | None = None, overrid
             f"{config}: sweep.metric is val_loss, measured every training.eval_every steps, which is not set.\n"
             "  fix: set training.eval_every (e.g. a quarter of the steps); it also lets the pruner stop bad trials"
         )
-    name = run_config.output.name or Path(config).stem
+    name = study or run_config.output.name or Path(config).stem
     return Sweep(name, Path(run_config.output.dir) / f"{name}-sweep", raw, settings, params)

@@ -14,6 +14,7 @@ from tunesmith.core.console import console
 from tunesmith.core.errors import ConfigError, TunesmithError
 from tunesmith.sweep.load import Sweep
 from tunesmith.sweep.space import format_value, set_key
+from tunesmith.sweep.study import worker_name
 
 
 # The leading underscore is part of what users see: Optuna logs a failed trial's exception by its repr.
@@ -21,11 +22,23 @@ class _TrialFailed(Exception):
     """A trial that cannot finish (diverged training, no target tokens): recorded as failed, the sweep goes on."""
 
 
-class Objective:
-    """One trial: a run with the trial's values, judged on validation data, pruned from its validation loss."""
+class _Surplus(Exception):
+    """A trial another worker made unnecessary by starting one at the same moment: recorded as failed, not run."""
 
-    def __init__(self, sweep: Sweep) -> None:
+
+CLAIMED = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
+
+
+class Objective:
+    """One trial: a run with the trial's values, judged on validation data, pruned from its validation loss.
+
+    ``target`` is the number of finished trials the study should reach; ``started`` counts the trials this
+    process really ran."""
+
+    def __init__(self, sweep: Sweep, target: int) -> None:
         self.sweep = sweep
+        self.target = target
+        self.started = 0
 
     def __call__(self, trial: Any) -> float:
         import optuna
@@ -33,6 +46,16 @@ class Objective:
         from tunesmith.pipeline.run import Run
 
         sweep = self.sweep
+        trial.set_user_attr("worker", worker_name())
+        claimed = sum(
+            t.number < trial.number for t in trial.study.get_trials(deepcopy=False) if t.state.name in CLAIMED
+        )
+        if claimed >= self.target:
+            # Workers check the study before asking for a trial, but two may ask at once; trial numbers order them,
+            # so exactly the later one steps back.
+            trial.set_user_attr("failure", f"not run: {self.target} trials were already finished or running")
+            raise _Surplus(f"the study already has {self.target} trials")
+        self.started += 1
         values = {p.key: p.suggest(trial) for p in sweep.params}
         raw = copy.deepcopy(sweep.base)
         for key, value in values.items():

@@ -28,6 +28,7 @@ def write_sweep_report(sweep: Sweep, study: Any, rows: list[dict[str, Any]], sum
         rows=rows,
         params=[k for k in dict.fromkeys(k for r in rows for k in r) if k.startswith("params.")],
         space=sweep.settings.space,
+        workers=sorted({r["worker"] for r in rows if r.get("worker")}),
         history=history,
         importance=importance,
         importance_note=note,

@@ -17,8 +17,11 @@ out = Console(soft_wrap=True)
 
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:
+    """One row per trial of the study, whichever worker ran it."""
+    trials = study.trials
+    retried = {t.system_attrs["retry_history"][-1]: t.number for t in trials if t.system_attrs.get("retry_history")}
     rows = []
-    for t in study.trials:
+    for t in trials:
         duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
         rows.append(
             {
@@ -28,11 +31,24 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
                 **{f"params.{k}": v for k, v in t.params.items()},
                 "last_step": t.user_attrs.get("last_step"),
                 "seconds": round(duration, 1) if duration is not None else None,
-                "note": t.user_attrs.get("failure", ""),
+                "note": _note(t, retried),
+                "worker": t.user_attrs.get("worker", ""),
                 "run_dir": t.user_attrs.get("run_dir", ""),
             }
         )
     return rows
+
+
+def _note(trial: Any, retried: dict[int, int]) -> str:
+    """Why a trial failed, and which trials retry which (a retry copies the failed trial's values)."""
+    notes = [trial.user_attrs.get("failure", "")]
+    if trial.number in retried and trial.state.name == "FAIL" and not notes[0]:
+        notes = ["its worker stopped (no heartbeat)"]
+    if trial.number in retried:
+        notes.append(f"retried as trial {retried[trial.number]}")
+    if trial.system_attrs.get("retry_history"):
+        notes.append(f"retry of trial {trial.system_attrs['retry_history'][-1]}")
+    return "; ".join(n for n in notes if n)
 
 
 def write_results(sweep: Sweep, study: Any) -> list[dict[str, Any]]:

@@ -1,13 +1,15 @@
-"""The Optuna study of a sweep: its storage (SQLite in the sweep directory, or a shared database), sampler and
-pruner, the lock that keeps one process per local sweep, and the resumption of trials a killed sweep left running.
+"""The Optuna study of a sweep: opened in its storage (``storage``), with its sampler and pruner; the lock that
+keeps one process per local sweep, and the resumption of trials a killed local sweep left running.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import shutil
-import warnings
+import socket
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,42 +18,43 @@ from tunesmith.core.config import SweepConfig
 from tunesmith.core.console import console
 from tunesmith.core.errors import TunesmithError
 from tunesmith.sweep.load import Sweep
+from tunesmith.sweep.storage import check_connection, open_storage, setup_lock, storage_url
 
 
 def open_study(sweep: Sweep, storage: str | None) -> Any:
+    """The sweep's study (created on first use): in SQLite in the sweep folder, or in the shared ``storage``."""
     import optuna
 
-    if storage is None:
-        url = f"sqlite:///{(sweep.dir / 'study.db').resolve()}"
-        rdb = optuna.storages.RDBStorage(url)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.8
-            rdb = optuna.storages.RDBStorage(
-                storage,
-                heartbeat_interval=30,
-                grace_period=120,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-            )
+    url = storage_url(storage, sweep.dir)
+    shared = storage is not None
+    seed = sweep.settings.seed
+    if shared:
+        check_connection(url)
+        # Workers seeded alike would draw the same values: each has its own seed, derived from sweep.seed.
+        seed = zlib.crc32(f"{seed}:{worker_name()}".encode())
     sampler = (
-        optuna.samplers.RandomSampler(seed=sweep.settings.seed)
+        optuna.samplers.RandomSampler(seed=seed)
         if sweep.settings.sampler == "random"
-        else optuna.samplers.TPESampler(
-            seed=sweep.settings.seed, n_startup_trials=min(10, max(2, len(sweep.params) + 1))
+        else optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, len(sweep.params) + 1)))
+    )
+    with setup_lock(url):
+        study = optuna.create_study(
+            storage=open_storage(url, sweep.settings, shared),
+            study_name=sweep.name,
+            direction=sweep.direction,
+            sampler=sampler,
+            pruner=_pruner(sweep.settings),
+            load_if_exists=True,
         )
-    )
-    study = optuna.create_study(
-        storage=rdb,
-        study_name=sweep.name,
-        direction=sweep.direction,
-        sampler=sampler,
-        pruner=_pruner(sweep.settings),
-        load_if_exists=True,
-    )
-    if not study.trials and sweep.settings.enqueue:
-        for fixed in sweep.settings.enqueue:
-            study.enqueue_trial(fixed)
+        if not study.trials and sweep.settings.enqueue:
+            for fixed in sweep.settings.enqueue:
+                study.enqueue_trial(fixed)
     return study
+
+
+def worker_name() -> str:
+    """This process as a worker of a study: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _pruner(settings: SweepConfig) -> Any:

@@ -162,6 +162,24 @@ class SweepConfig(Section):
     keep_models: Literal["best", "all"] = Field(
         "best", description="best: delete every other trial's model folder once the sweep is done (saves space)."
     )
+    heartbeat_interval: int = Field(
+        30, gt=0, description="--storage URL: seconds between a running trial's heartbeats in the shared database."
+    )
+    grace_period: int = Field(
+        120,
+        gt=0,
+        description="--storage URL: a running trial with no heartbeat for this many seconds is failed (its worker "
+        "died) and its values are tried once more by another worker.",
+    )
+
+    @model_validator(mode="after")
+    def _check_heartbeat(self) -> SweepConfig:
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError(
+                f"grace_period ({self.grace_period}) must be longer than heartbeat_interval "
+                f"({self.heartbeat_interval}), or live trials would be failed between two heartbeats"
+            )
+        return self
 
 
 STAGE_SECTIONS = ("task", "data", "method", "training", "eval")
