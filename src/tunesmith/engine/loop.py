@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
+from tunesmith.core import stop
 from tunesmith.core.config import TrainingConfig
+from tunesmith.core.errors import TrainingPaused
 from tunesmith.core.fs import append_jsonl, read_jsonl_log, write_jsonl
 from tunesmith.core.progress import StepProgress
 from tunesmith.engine.backward import (
@@ -97,6 +99,7 @@ def train(
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
+    stop.install()  # a job's pause: SIGUSR1 stops at the next step with a checkpoint
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     attention_before = attention_implementation(model)
@@ -245,11 +248,38 @@ def _train(
         )
         if "early_stop" in row:
             break
+        if stop.requested() and checkpoint_dir is not None and step + 1 < n_steps:
+            _pause(state, checkpoint_dir, model, optimizer, scheduler, accelerator, stopper, cfg, progress, trackers)
     progress.close()
     trackers.finish()
     val_loss = stopper.restore_best(model, accelerator, val_loss)
     accelerator.wait_for_everyone()
     return TrainSummary(state.step, loss_value, val_loss, state.tokens, state.elapsed)
+
+
+def _pause(
+    state: _TrainState,
+    checkpoint_dir: Path,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    accelerator: Any,
+    stopper: EarlyStopping,
+    cfg: TrainingConfig,
+    progress: StepProgress,
+    trackers: Trackers,
+) -> None:
+    """Stop on request (SIGUSR1, a job's pause): checkpoint this step unless it was just saved, then raise."""
+    if state.last_checkpoint is None or state.last_checkpoint.name != f"step-{state.step}":
+        info = {"tokens": state.tokens, "bad_steps": state.bad_steps, "elapsed_s": state.elapsed, **stopper.info()}
+        state.last_checkpoint = save_checkpoint(
+            checkpoint_dir, state.step, model, optimizer, scheduler, accelerator, info, cfg.keep_checkpoints
+        )
+    progress.close()
+    trackers.finish()
+    raise TrainingPaused(
+        f"training paused at step {state.step} with a checkpoint ({state.last_checkpoint}); add --resume to continue it"
+    )
 
 
 def rows_one_at_a_time(cfg: TrainingConfig, accelerator: Any) -> bool:

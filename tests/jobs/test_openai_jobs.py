@@ -1,0 +1,166 @@
+"""The jobs service through the official openai client, against a real `tunesmith serve --jobs` process with its
+worker on a SQLite store: files, supervised and DPO jobs on the tiny model, events, checkpoints, the fine-tuned
+model answering, cancel, pause and resume, malformed uploads, keys, and errors in OpenAI's shape."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.helpers.jobs import Service, chat_file, jobs_server, wait_for
+
+FAST = {"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 50}  # 16 rows: 4 steps, lr 1e-2
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with jobs_server(tmp_path_factory.mktemp("jobs")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def alice(service: Service) -> openai.OpenAI:
+    return service.client("alice")
+
+
+@pytest.fixture(scope="module")
+def chats(alice: openai.OpenAI, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = chat_file(tmp_path_factory.mktemp("data") / "train.jsonl")
+    with path.open("rb") as handle:
+        uploaded = alice.files.create(file=handle, purpose="fine-tune")
+    assert uploaded.status == "processed" and uploaded.status_details is None
+    return uploaded.id
+
+
+@pytest.fixture(scope="module")
+def finished(alice: openai.OpenAI, chats: str, tiny_model_dir: Path) -> object:
+    job = alice.fine_tuning.jobs.create(
+        model=str(tiny_model_dir),
+        training_file=chats,
+        suffix="sst2",
+        seed=7,
+        metadata={"team": "ml", "ticket": "19"},
+        method={"type": "supervised", "supervised": {"hyperparameters": FAST}},
+    )
+    assert job.status == "queued" and job.object == "fine_tuning.job"
+    return wait_for(alice, job.id, "succeeded")
+
+
+def test_files_are_listed_read_and_deleted(alice: openai.OpenAI, chats: str, tmp_path: Path) -> None:
+    assert chats in [f.id for f in alice.files.list()]
+    assert alice.files.retrieve(chats).filename == "train.jsonl"
+    content = alice.files.content(chats).content
+    assert len(content.decode().splitlines()) == 16
+    spare = alice.files.create(
+        file=("dir/../spare.jsonl", chat_file(tmp_path / "s.jsonl", 4).read_bytes()), purpose="fine-tune"
+    )
+    assert spare.filename == "spare.jsonl"  # a label, never a path
+    page = alice.files.list(limit=1)
+    assert [f.id for f in page.data] == [spare.id] and page.has_more  # newest first
+    assert [f.id for f in alice.files.list(limit=1, after=spare.id).data] == [chats]
+    assert alice.files.delete(spare.id).deleted
+    assert spare.id not in [f.id for f in alice.files.list()]
+
+
+def test_a_supervised_job_trains_reports_and_serves_its_model(
+    alice: openai.OpenAI, finished: object, tiny_model_dir: Path
+) -> None:
+    job = finished
+    assert job.fine_tuned_model == f"ft:{tiny_model_dir.name}:sst2:{job.id}"
+    assert job.trained_tokens and job.finished_at and job.hyperparameters.n_epochs == 1
+    assert job.method.type == "supervised" and job.seed == 7
+    events = list(alice.fine_tuning.jobs.list_events(job.id, limit=100))
+    steps = [e.data["step"] for e in events if e.type == "metrics"]
+    assert sorted(steps) == [1, 2, 3, 4] and all("train_loss" in e.data for e in events if e.type == "metrics")
+    messages = [e.message for e in events]
+    assert messages[0] == f"New fine-tuned model created: {job.fine_tuned_model}"  # newest first
+    assert "Files validated, moving job to queued state" in messages
+    page = alice.fine_tuning.jobs.list_events(job.id, limit=3)
+    assert len(page.data) == 3 and page.has_more
+    older = alice.fine_tuning.jobs.list_events(job.id, limit=3, after=page.data[-1].id)
+    assert older.data[0].id not in {e.id for e in page.data}
+
+    checkpoints = alice.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert [c.step_number for c in checkpoints] == [4, 3, 2, 1]
+    assert all(c.metrics.train_loss is not None and c.fine_tuning_job_id == job.id for c in checkpoints)
+
+    models = [m.id for m in alice.models.list()]
+    assert job.fine_tuned_model in models
+    reply = alice.chat.completions.create(
+        model=job.fine_tuned_model, messages=[{"role": "user", "content": "Sentiment of: a great movie"}], max_tokens=4
+    )
+    assert reply.choices[0].message.content is not None and reply.model == job.fine_tuned_model
+
+    metrics = alice.files.content(job.result_files[0]).content.decode()
+    assert metrics.splitlines()[0].startswith("step,loss")
+
+
+def test_jobs_are_listed_newest_first_and_filtered_by_metadata(alice: openai.OpenAI, finished: object) -> None:
+    assert finished.id in [j.id for j in alice.fine_tuning.jobs.list()]
+    assert [j.id for j in alice.fine_tuning.jobs.list(metadata={"ticket": "19"})] == [finished.id]
+    assert alice.fine_tuning.jobs.list(metadata={"ticket": "20"}).data == []
+
+
+def test_keys_see_only_their_own(service: Service, alice: openai.OpenAI, finished: object, chats: str) -> None:
+    wrong = openai.OpenAI(base_url=f"{service.url}/v1", api_key="ts-not-a-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as caught:
+        wrong.fine_tuning.jobs.list()
+    assert caught.value.body["code"] == "invalid_api_key"
+    bob = service.client("bob")
+    with pytest.raises(openai.NotFoundError):
+        bob.fine_tuning.jobs.retrieve(finished.id)
+    with pytest.raises(openai.NotFoundError):
+        bob.fine_tuning.jobs.list_events(finished.id)
+    with pytest.raises(openai.NotFoundError):
+        bob.files.retrieve(chats)
+    with pytest.raises(openai.NotFoundError):
+        bob.chat.completions.create(model=finished.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])
+    assert finished.fine_tuned_model not in [m.id for m in bob.models.list()]
+    assert bob.fine_tuning.jobs.list().data == []
+
+
+def test_a_malformed_upload_is_an_error_naming_its_lines(alice: openai.OpenAI) -> None:
+    good = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+    text = f"{good}\nnot json\n{json.dumps({'messages': [{'role': 'user', 'content': 'hi'}]})}\n"
+    bad = alice.files.create(file=("bad.jsonl", io.BytesIO(text.encode())), purpose="fine-tune")
+    assert bad.status == "error"
+    assert "line 2: malformed JSON" in bad.status_details and "line 3:" in bad.status_details
+    with pytest.raises(openai.BadRequestError) as caught:
+        alice.fine_tuning.jobs.create(model="tiny", training_file=bad.id)
+    assert caught.value.body["param"] == "training_file"
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "param"),
+    [
+        ({"n_epochs": 0}, "method.supervised.hyperparameters.n_epochs"),
+        ({"batch_size": "large"}, "method.supervised.hyperparameters.batch_size"),
+        ({"learning_rate_multiplier": -1}, "method.supervised.hyperparameters.learning_rate_multiplier"),
+    ],
+)
+def test_invalid_hyperparameters_are_openai_errors_naming_the_field(
+    alice: openai.OpenAI, chats: str, hyperparameters: dict, param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        alice.fine_tuning.jobs.create(
+            model="tiny",
+            training_file=chats,
+            method={"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+        )
+    error = caught.value.body
+    assert error["param"] == param and param in error["message"] and error["type"] == "invalid_request_error"
+
+
+def test_a_deleted_model_no_longer_answers(alice: openai.OpenAI, finished: object, service: Service) -> None:
+    assert alice.models.delete(finished.fine_tuned_model).deleted
+    assert finished.fine_tuned_model not in [m.id for m in alice.models.list()]
+    with pytest.raises(openai.NotFoundError):
+        alice.chat.completions.create(model=finished.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])
+    response = httpx.get(f"{service.url}/v1/models", headers={"Authorization": f"Bearer {service.keys['alice']}"})
+    assert response.status_code == 200
