@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+import torch
+from safetensors.torch import load_file
 
-from tests.helpers.jobs import Service, chat_file, jobs_server, wait_for
+from tests.helpers.jobs import Service, chat_file, dpo_file, jobs_server, wait_for, wait_for_step
 
 FAST = {"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 50}  # 16 rows: 4 steps, lr 1e-2
 
@@ -164,3 +167,58 @@ def test_a_deleted_model_no_longer_answers(alice: openai.OpenAI, finished: objec
         alice.chat.completions.create(model=finished.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])
     response = httpx.get(f"{service.url}/v1/models", headers={"Authorization": f"Bearer {service.keys['alice']}"})
     assert response.status_code == 200
+
+
+def test_a_dpo_job_trains_on_openai_preference_rows(alice: openai.OpenAI, tiny_model_dir: Path, tmp_path: Path) -> None:
+    with dpo_file(tmp_path / "dpo.jsonl").open("rb") as handle:
+        pairs = alice.files.create(file=handle, purpose="fine-tune")
+    assert pairs.status == "processed", pairs.status_details
+    hyper = {"n_epochs": 1, "batch_size": 4, "beta": 0.2, "learning_rate_multiplier": 20}
+    job = alice.fine_tuning.jobs.create(
+        model=str(tiny_model_dir), training_file=pairs.id, method={"type": "dpo", "dpo": {"hyperparameters": hyper}}
+    )
+    done = wait_for(alice, job.id, "succeeded")
+    assert done.method.type == "dpo" and done.method.dpo.hyperparameters.beta == 0.2
+    steps = [e.data["step"] for e in alice.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"]
+    assert sorted(steps) == [1, 2, 3, 4]
+
+
+LONG = {"n_epochs": 25, "batch_size": 4, "learning_rate_multiplier": 10}  # 100 steps, ~6 s of training
+
+
+def test_cancel_stops_the_run_within_seconds(
+    alice: openai.OpenAI, service: Service, chats: str, tiny_model_dir: Path
+) -> None:
+    job = alice.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=chats, hyperparameters=LONG)
+    wait_for_step(alice, job.id, 2)
+    started = time.monotonic()
+    cancelled = alice.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status == "cancelled" and time.monotonic() - started < 10
+    metrics = service.home / "runs" / job.id / "metrics.jsonl"
+    logged = metrics.read_text().count("\n")
+    time.sleep(1.5)
+    assert metrics.read_text().count("\n") == logged < 100  # the training process is gone
+    assert alice.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+    with pytest.raises(openai.BadRequestError):
+        alice.fine_tuning.jobs.resume(job.id)
+
+
+def test_pause_checkpoints_and_resume_continues_bitwise(
+    alice: openai.OpenAI, service: Service, chats: str, tiny_model_dir: Path
+) -> None:
+    create = {"model": str(tiny_model_dir), "training_file": chats, "seed": 3, "hyperparameters": LONG}
+    paused = alice.fine_tuning.jobs.create(**create)
+    wait_for_step(alice, paused.id, 3)
+    assert alice.fine_tuning.jobs.pause(paused.id).status == "paused"
+    at = int(alice.fine_tuning.jobs.list_events(paused.id, limit=1).data[0].message.rsplit(" ", 1)[-1])
+    assert 3 <= at < 100 and at in [c.step_number for c in alice.fine_tuning.jobs.checkpoints.list(paused.id)]
+    straight = alice.fine_tuning.jobs.create(**create)  # queued behind nothing: runs while the other is paused
+    wait_for(alice, straight.id, "succeeded")
+    assert alice.fine_tuning.jobs.resume(paused.id).status == "queued"
+    wait_for(alice, paused.id, "succeeded")
+    events = list(alice.fine_tuning.jobs.list_events(paused.id, limit=200))
+    assert sorted(e.data["step"] for e in events if e.type == "metrics") == list(range(1, 101))  # each step once
+    ours, reference = (
+        load_file(service.home / "runs" / j / "model" / "adapter_model.safetensors") for j in (paused.id, straight.id)
+    )
+    assert ours.keys() == reference.keys() and all(torch.equal(ours[k], reference[k]) for k in ours)

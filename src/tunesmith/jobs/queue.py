@@ -97,6 +97,12 @@ def heartbeat(engine: Any, job: dict[str, Any]) -> tuple[bool, str | None]:
     return (row is not None, row[0] if row else None)
 
 
+def requested(engine: Any, job: dict[str, Any]) -> str | None:
+    """What was asked of a running job (cancel | pause), read between heartbeats so it is acted on at once."""
+    with engine.connect() as connection:
+        return connection.execute(sa.select(jobs.c.requested).where(jobs.c.id == job["id"])).scalar()
+
+
 def finish(engine: Any, job: dict[str, Any], status: str, message: str, level: str = "info", **fields: Any) -> bool:
     """Record how the job's run ended (only while the job is still this worker's); False if it was not."""
     mine = sa.and_(jobs.c.id == job["id"], jobs.c.worker == job["worker"], jobs.c.attempt == job["attempt"])

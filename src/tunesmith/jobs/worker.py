@@ -61,7 +61,15 @@ class Worker:
                 stop.wait(self.poll)
                 continue
             console.print(f"[bold]worker[/] {self.name}: running {job['id']}")
-            self.run_job(job, stop)
+            try:
+                self.run_job(job, stop)
+            except (
+                Exception
+            ) as exc:  # e.g. the database went away: the job's heartbeat stops, another worker resumes it
+                console.print(
+                    f"[bold red]worker {self.name}: job {job['id']} abandoned:[/] {type(exc).__name__}: {exc}"
+                )
+                stop.wait(self.poll)
 
     def run_job(self, job: dict[str, Any], stop: threading.Event) -> None:
         run_dir = self.store.runs / job["id"]
@@ -78,6 +86,15 @@ class Worker:
                 preexec_fn=_die_with_parent,
                 env={**os.environ, "TUNESMITH_JOB": job["id"]},
             )  # fmt: skip
+        try:
+            self._watch(job, child, stop, run_dir, log)
+        finally:
+            if child.poll() is None:
+                _kill(child)
+
+    def _watch(
+        self, job: dict[str, Any], child: subprocess.Popen[bytes], stop: threading.Event, run_dir: Path, log: Path
+    ) -> None:
         monitor = RunMonitor(self.store.engine, job, run_dir)
         asked: str | None = None
         asked_at = 0.0
@@ -89,9 +106,11 @@ class Worker:
                 if not ours:  # another worker took the job (this one was thought dead): leave it alone
                     _kill(child)
                     return
-                if requested and asked is None:
-                    asked, asked_at = requested, time.monotonic()
-                    _signal(child, signal.SIGUSR1 if requested == "pause" else signal.SIGTERM)
+            else:
+                requested = queue.requested(self.store.engine, job)
+            if requested and asked is None:
+                asked, asked_at = requested, time.monotonic()
+                _signal(child, signal.SIGUSR1 if requested == "pause" else signal.SIGTERM)
             if stop.is_set():  # the worker is shutting down: the job goes back to the queue, resumable
                 _stop(child, signal.SIGUSR1, self.stop_grace)
                 break
