@@ -30,6 +30,7 @@ class Service:
     home: Path
     keys: dict[str, str]
     log: Path
+    process: subprocess.Popen[bytes]
 
     def client(self, who: str = "alice") -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.keys[who], max_retries=0, timeout=120)
@@ -53,9 +54,12 @@ def _tunesmith(*args: str, log: Path) -> subprocess.Popen[bytes]:
 
 
 @contextlib.contextmanager
-def jobs_server(home: Path, store: str | None = None, workers: int = 1, timeout: float = 120) -> Iterator[Service]:
-    """`tunesmith serve --jobs` with keys for alice and bob; stopped with Ctrl-C at the end."""
-    keys = make_keys(home, store, "alice", "bob")
+def jobs_server(
+    home: Path, store: str | None = None, workers: int = 1, keys: dict[str, str] | None = None, timeout: float = 120
+) -> Iterator[Service]:
+    """`tunesmith serve --jobs` with keys for alice and bob (made unless given); stopped with Ctrl-C at the end
+    unless the test killed it."""
+    keys = keys or make_keys(home, store, "alice", "bob")
     port, log = free_port(), home / "server.log"
     args = ["serve", "--jobs", "--home", str(home), "--workers", str(workers), "--port", str(port)]
     args += ["--max-upload-bytes", "200000", *(["--store", store] if store else [])]
@@ -70,10 +74,11 @@ def jobs_server(home: Path, store: str | None = None, workers: int = 1, timeout:
                     break
             assert time.monotonic() < deadline, "server did not start:\n" + log.read_text()
             time.sleep(0.2)
-        yield Service(url, home, keys, log)
-        assert process.poll() is None, "the server died:\n" + log.read_text()
+        service = Service(url, home, keys, log, process)
+        yield service
     finally:
-        stop(process)
+        if process.poll() is None:
+            stop(process)
 
 
 def start_worker(home: Path, store: str | None, name: str, *args: str) -> subprocess.Popen[bytes]:
