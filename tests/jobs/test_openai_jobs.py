@@ -222,3 +222,40 @@ def test_pause_checkpoints_and_resume_continues_bitwise(
         load_file(service.home / "runs" / j / "model" / "adapter_model.safetensors") for j in (paused.id, straight.id)
     )
     assert ours.keys() == reference.keys() and all(torch.equal(ours[k], reference[k]) for k in ours)
+
+
+SAYS_LABEL = {"type": "string_check", "name": "says_label", "input": "{{ sample.output_text }}",
+              "reference": "{{ item.reference }}", "operation": "ilike"}  # fmt: skip
+
+
+def test_a_reinforcement_job_runs_grpo_with_its_grader_as_reward(
+    alice: openai.OpenAI, chats: str, tiny_model_dir: Path, service: Service
+) -> None:
+    hyper = {"n_epochs": 1, "batch_size": 4, "compute_multiplier": "auto"}
+    method = {"type": "reinforcement", "reinforcement": {"grader": SAYS_LABEL, "hyperparameters": hyper}}
+    job = alice.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=chats, method=method)
+    assert job.method.reinforcement.grader.name == "says_label"
+    wait_for(alice, job.id, "succeeded")
+    steps = [e.data for e in alice.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"]
+    assert len(steps) == 4 and all(0.0 <= s["reward"] <= 1.0 for s in steps)
+    bad = {"type": "reinforcement", "reinforcement": {"grader": {"type": "string_check", "name": "x"}}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        alice.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=chats, method=bad)
+    assert caught.value.body["param"] == "method.reinforcement.grader"
+
+
+def test_a_tunesmith_config_job_runs_what_openais_methods_cannot_express(
+    alice: openai.OpenAI, chats: str, tiny_model_dir: Path, service: Service
+) -> None:
+    config = {"method": {"name": "full"}, "training": {"max_steps": 3, "batch_size": 4, "save_every": 3}}
+    job = alice.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=chats, extra_body={"config": config})
+    wait_for(alice, job.id, "succeeded")
+    assert [c.step_number for c in alice.fine_tuning.jobs.checkpoints.list(job.id)] == [3]
+    assert (service.home / "runs" / job.id / "model" / "model.safetensors").is_file()  # whole weights, not LoRA
+    with pytest.raises(openai.BadRequestError) as caught:
+        alice.fine_tuning.jobs.create(
+            model=str(tiny_model_dir), training_file=chats, extra_body={"config": {"training": {"lerning_rate": 1}}}
+        )
+    assert (
+        caught.value.body["param"] == "config.training.lerning_rate" and "did you mean" in caught.value.body["message"]
+    )
