@@ -45,13 +45,11 @@ def worker(
 
     connected = connect(home, store)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for signum in (signal.SIGTERM, signal.SIGINT):  # stop taking jobs; pause the running one with a checkpoint
+        signal.signal(signum, lambda *_: stop.set())
     runner = Worker(connected, name=name, poll=poll, stale_after=stale_after)
     err.print(f"worker {runner.name} on {shown(connected.url)} (Ctrl+C pauses the running job and stops)")
-    try:
-        runner.run(stop, once=once)
-    except KeyboardInterrupt:
-        stop.set()
+    runner.run(stop, once=once)
 
 
 @keys_app.command("create")

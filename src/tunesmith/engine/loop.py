@@ -248,38 +248,25 @@ def _train(
         )
         if "early_stop" in row:
             break
-        if stop.requested() and checkpoint_dir is not None and step + 1 < n_steps:
-            _pause(state, checkpoint_dir, model, optimizer, scheduler, accelerator, stopper, cfg, progress, trackers)
+        if stop.requested() and checkpoint_dir is not None and step + 1 < n_steps:  # a job's pause (SIGUSR1)
+            if state.last_checkpoint is None or state.last_checkpoint.name != f"step-{state.step}":
+                info = {
+                    "tokens": state.tokens,
+                    "bad_steps": state.bad_steps,
+                    "elapsed_s": state.elapsed,
+                    **stopper.info(),
+                }
+                state.last_checkpoint = save_checkpoint(
+                    checkpoint_dir, step + 1, model, optimizer, scheduler, accelerator, info, cfg.keep_checkpoints
+                )
+            progress.close()
+            trackers.finish()
+            raise TrainingPaused(f"training paused at step {step + 1} ({state.last_checkpoint}); add --resume")
     progress.close()
     trackers.finish()
     val_loss = stopper.restore_best(model, accelerator, val_loss)
     accelerator.wait_for_everyone()
     return TrainSummary(state.step, loss_value, val_loss, state.tokens, state.elapsed)
-
-
-def _pause(
-    state: _TrainState,
-    checkpoint_dir: Path,
-    model: Any,
-    optimizer: Any,
-    scheduler: Any,
-    accelerator: Any,
-    stopper: EarlyStopping,
-    cfg: TrainingConfig,
-    progress: StepProgress,
-    trackers: Trackers,
-) -> None:
-    """Stop on request (SIGUSR1, a job's pause): checkpoint this step unless it was just saved, then raise."""
-    if state.last_checkpoint is None or state.last_checkpoint.name != f"step-{state.step}":
-        info = {"tokens": state.tokens, "bad_steps": state.bad_steps, "elapsed_s": state.elapsed, **stopper.info()}
-        state.last_checkpoint = save_checkpoint(
-            checkpoint_dir, state.step, model, optimizer, scheduler, accelerator, info, cfg.keep_checkpoints
-        )
-    progress.close()
-    trackers.finish()
-    raise TrainingPaused(
-        f"training paused at step {state.step} with a checkpoint ({state.last_checkpoint}); add --resume to continue it"
-    )
 
 
 def rows_one_at_a_time(cfg: TrainingConfig, accelerator: Any) -> bool:
