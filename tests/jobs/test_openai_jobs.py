@@ -42,10 +42,15 @@ def chats(alice: openai.OpenAI, tmp_path_factory: pytest.TempPathFactory) -> str
 
 
 @pytest.fixture(scope="module")
-def finished(alice: openai.OpenAI, chats: str, tiny_model_dir: Path) -> object:
+def finished(
+    alice: openai.OpenAI, chats: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> object:
+    held_out = chat_file(tmp_path_factory.mktemp("valid") / "valid.jsonl", n=4, skip=16)
+    valid = alice.files.create(file=held_out.open("rb"), purpose="fine-tune")
     job = alice.fine_tuning.jobs.create(
         model=str(tiny_model_dir),
         training_file=chats,
+        validation_file=valid.id,
         suffix="sst2",
         seed=7,
         metadata={"team": "ml", "ticket": "19"},
@@ -92,6 +97,7 @@ def test_a_supervised_job_trains_reports_and_serves_its_model(
     checkpoints = alice.fine_tuning.jobs.checkpoints.list(job.id).data
     assert [c.step_number for c in checkpoints] == [4, 3, 2, 1]
     assert all(c.metrics.train_loss is not None and c.fine_tuning_job_id == job.id for c in checkpoints)
+    assert all(c.metrics.valid_loss is not None for c in checkpoints)  # the validation file, every checkpoint
 
     models = [m.id for m in alice.models.list()]
     assert job.fine_tuned_model in models
@@ -126,6 +132,15 @@ def test_keys_see_only_their_own(service: Service, alice: openai.OpenAI, finishe
         bob.chat.completions.create(model=finished.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])
     assert finished.fine_tuned_model not in [m.id for m in bob.models.list()]
     assert bob.fine_tuning.jobs.list().data == []
+
+
+def test_uploads_over_the_limit_and_other_purposes_are_refused(alice: openai.OpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as caught:
+        alice.files.create(file=("big.jsonl", b"x" * 300_000), purpose="fine-tune")  # the server allows 200,000
+    assert caught.value.status_code == 413 and caught.value.body["code"] == "file_too_large"
+    with pytest.raises(openai.BadRequestError) as caught:
+        alice.files.create(file=("a.jsonl", b"{}"), purpose="assistants")
+    assert caught.value.body["param"] == "purpose"
 
 
 def test_a_malformed_upload_is_an_error_naming_its_lines(alice: openai.OpenAI) -> None:
