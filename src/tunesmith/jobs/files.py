@@ -18,6 +18,7 @@ from tunesmith.jobs.tables import files
 
 TEMP_PREFIX = ".upload-"
 SHOWN_PROBLEMS = 20  # problems spelled out in status_details; the rest are counted
+STORED_PROBLEMS = 1000  # problems kept with the file's row
 
 
 class Files:
@@ -119,14 +120,16 @@ def validate(path: Path, filename: str) -> tuple[str, str | None, dict[str, Any]
     for problem in check["problems"]:
         problem["source"] = f"{filename}:{problem['line']}"
         problem["message"] = problem["message"].replace(str(path), filename)
-    if not check["problems"]:
+    problems = check["problems"]
+    check["problems"] = problems[:STORED_PROBLEMS]  # the counts stay whole; the row stays small
+    if not problems:
         return "processed", None, check
-    shown = [f"line {p['line']}: {p['message']}" for p in check["problems"][:SHOWN_PROBLEMS]]
-    more = len(check["problems"]) - len(shown)
+    shown = [f"line {p['line']}: {p['message']}" for p in problems[:SHOWN_PROBLEMS]]
+    more = len(problems) - len(shown)
     tail = f"; and {more} more" if more else ""
     if result.errors or not result.valid_rows:
         head = f"{len(result.errors)} of {result.rows} rows cannot be used ({result.format or 'unknown'} format)"
         if not result.valid_rows and not result.errors:
             head = "no usable rows"
         return "error", f"{head}: {'; '.join(shown)}{tail}", check
-    return "processed", f"{len(check['problems'])} warnings: {'; '.join(shown)}{tail}", check
+    return "processed", f"{len(problems)} warnings: {'; '.join(shown)}{tail}", check
