@@ -1,6 +1,7 @@
-"""Reliability with real processes and SIGKILL: a worker killed mid-training is replaced and its job resumes from
-the last checkpoint, ending bitwise equal to an uninterrupted job; a server killed mid-upload lists no partial
-file, and after a restart its files, jobs, events and models are all there."""
+"""Reliability with real processes and signals: a worker killed mid-training (SIGKILL) is replaced and its job
+resumes from the last checkpoint, ending bitwise equal to an uninterrupted job; Ctrl-C on a worker pauses its job
+with a checkpoint and puts it back in the queue; a server killed mid-upload lists no partial file, and after a
+restart its files, jobs, events and models are all there."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers.jobs import chat_file, jobs_server, make_keys, start_worker, stop, wait_for
+from tests.helpers.jobs import chat_file, jobs_server, make_keys, start_worker, stop, wait_for, wait_for_step
 
 STEPS_100 = {"n_epochs": 25, "batch_size": 4, "learning_rate_multiplier": 10}  # 16 rows: 100 steps, saved every 20
 
@@ -66,15 +67,32 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_bitwise(
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
+def test_ctrl_c_on_a_worker_pauses_its_job_with_a_checkpoint_and_requeues_it(
+    home: Path, keys: dict[str, str], tiny_model_dir: Path
+) -> None:
+    with jobs_server(home, workers=0, keys=keys) as service:
+        alice = service.client()
+        chats = alice.files.list(purpose="fine-tune").data[0].id
+        job = alice.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=chats, hyperparameters=STEPS_100)
+        worker = start_worker(home, None, "third")
+        wait_for_step(alice, job.id, 3)
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=60) == 0
+        requeued = alice.fine_tuning.jobs.retrieve(job.id)
+        assert requeued.status == "queued"
+        step = max(c.step_number for c in alice.fine_tuning.jobs.checkpoints.list(job.id))
+        assert 3 <= step < 100 and (home / "runs" / job.id / "checkpoints" / f"step-{step}").is_dir()
+
+
 def test_a_server_killed_mid_upload_lists_no_partial_file_and_keeps_everything(
     home: Path, keys: dict[str, str]
 ) -> None:
     with jobs_server(home, workers=0, keys=keys) as service:
         alice = service.client()
         before = {f.id for f in alice.files.list()}
-        jobs_before = [j.id for j in alice.fine_tuning.jobs.list()]
+        jobs_before = [(j.id, j.status) for j in alice.fine_tuning.jobs.list()]
         models = [m.id for m in alice.models.list() if m.id.startswith("ft:")]
-        assert len(jobs_before) == 2 and len(models) == 2
+        assert len(jobs_before) == 3 and len(models) == 2
         with socket.create_connection(("127.0.0.1", int(service.url.rsplit(":", 1)[1]))) as sock:
             boundary = "xyz"
             head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'
@@ -90,9 +108,8 @@ def test_a_server_killed_mid_upload_lists_no_partial_file_and_keeps_everything(
     with jobs_server(home, workers=0, keys=keys) as service:
         alice = service.client()
         assert {f.id for f in alice.files.list()} == before  # no partial file
-        assert [j.id for j in alice.fine_tuning.jobs.list()] == jobs_before
-        assert all(alice.fine_tuning.jobs.retrieve(j).status == "succeeded" for j in jobs_before)
-        assert len(alice.fine_tuning.jobs.list_events(jobs_before[0], limit=300).data) > 100
+        assert [(j.id, j.status) for j in alice.fine_tuning.jobs.list()] == jobs_before
+        assert len(alice.fine_tuning.jobs.list_events(jobs_before[-1][0], limit=300).data) > 100
         assert [m.id for m in alice.models.list() if m.id.startswith("ft:")] == models
         reply = alice.chat.completions.create(
             model=models[0], messages=[{"role": "user", "content": "hi"}], max_tokens=2
