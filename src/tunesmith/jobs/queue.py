@@ -11,6 +11,7 @@ write to it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -103,8 +104,17 @@ def requested(engine: Any, job: dict[str, Any]) -> str | None:
         return connection.execute(sa.select(jobs.c.requested).where(jobs.c.id == job["id"])).scalar()
 
 
-def finish(engine: Any, job: dict[str, Any], status: str, message: str, level: str = "info", **fields: Any) -> bool:
-    """Record how the job's run ended (only while the job is still this worker's); False if it was not."""
+def finish(
+    engine: Any,
+    job: dict[str, Any],
+    status: str,
+    message: str,
+    level: str = "info",
+    also: Callable[[Any], None] | None = None,
+    **fields: Any,
+) -> bool:
+    """Record how the job's run ended (only while the job is still this worker's); False if it was not. ``also``
+    writes more in the same transaction (a succeeded job's model)."""
     mine = sa.and_(jobs.c.id == job["id"], jobs.c.worker == job["worker"], jobs.c.attempt == job["attempt"])
     ended = {"finished_at": now()} if status in ("succeeded", "failed", "cancelled") else {}
     with engine.begin() as connection:
@@ -115,4 +125,17 @@ def finish(engine: Any, job: dict[str, Any], status: str, message: str, level: s
         ).rowcount
         if done:
             add_event(connection, job["id"], message, level=level)
+            if also is not None:
+                also(connection)
     return bool(done)
+
+
+def requeue(engine: Any, job: dict[str, Any], step: int | None) -> None:
+    """Put a job whose worker is shutting down back in the queue; the next worker resumes it."""
+    mine = sa.and_(jobs.c.id == job["id"], jobs.c.worker == job["worker"], jobs.c.attempt == job["attempt"])
+    with engine.begin() as connection:
+        if connection.execute(
+            jobs.update().where(mine, jobs.c.status == "running").values(status="queued", worker=None)
+        ).rowcount:
+            where = f"step {step}" if step else "the start"
+            add_event(connection, job["id"], f"Worker {job['worker']} stopped; job queued to resume from {where}")

@@ -29,6 +29,7 @@ from tunesmith.core.errors import TrainingPaused
 from tunesmith.core.fs import read_json, read_jsonl_log, write_text
 from tunesmith.jobs import queue
 from tunesmith.jobs.db import new_id, now
+from tunesmith.jobs.events import add_event
 from tunesmith.jobs.monitor import RunMonitor
 from tunesmith.jobs.names import model_name
 from tunesmith.jobs.store import Store
@@ -132,14 +133,7 @@ class Worker:
         if asked == "cancel":
             queue.finish(engine, job, "cancelled", "Job cancelled")
         elif stopping:
-            with engine.begin() as connection:  # back to the queue: the next worker resumes it
-                from tunesmith.jobs.tables import jobs
-
-                connection.execute(
-                    jobs.update()
-                    .where(jobs.c.id == job["id"], jobs.c.attempt == job["attempt"], jobs.c.status == "running")
-                    .values(status="queued", worker=None)
-                )
+            queue.requeue(engine, job, _newest_checkpoint(run_dir))
         elif asked == "pause" or code == PAUSED_EXIT:
             queue.finish(engine, job, "paused", f"Job paused at step {_newest_checkpoint(run_dir)}")
         elif code == 0:
@@ -160,16 +154,15 @@ class Worker:
             "trained_tokens": state.get("train", {}).get("tokens"),
             "result_files": [result],
         }
-        if queue.finish(self.store.engine, job, "succeeded", "The job has successfully completed", **fields):
-            with self.store.engine.begin() as connection:
-                connection.execute(
-                    models.insert().values(
-                        id=name, owner=job["owner"], job_id=job["id"], run_dir=str(run_dir), created_at=now()
-                    )
-                )
-                from tunesmith.jobs.events import add_event
 
-                add_event(connection, job["id"], f"New fine-tuned model created: {name}")
+        def add_model(connection: Any) -> None:
+            row = {"id": name, "owner": job["owner"], "job_id": job["id"], "run_dir": str(run_dir), "created_at": now()}
+            connection.execute(models.insert().values(**row))
+            add_event(connection, job["id"], f"New fine-tuned model created: {name}")
+
+        queue.finish(
+            self.store.engine, job, "succeeded", "The job has successfully completed", also=add_model, **fields
+        )
 
     def _result_file(self, job: dict[str, Any], run_dir: Path) -> str:
         """``step_metrics.csv`` as a file the owner can download (OpenAI's result file)."""
