@@ -14,9 +14,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from tunesmith.cli.data import data_app
+from tunesmith.cli.jobs import HomeOpt, StoreOpt, keys_app, worker
 from tunesmith.cli.show import out, print_evaluation, print_table
 from tunesmith.core.config import load_config
-from tunesmith.core.errors import TunesmithError
+from tunesmith.core.errors import TrainingPaused, TunesmithError
 
 app = typer.Typer(
     add_completion=False,
@@ -27,6 +28,8 @@ app = typer.Typer(
 config_app = typer.Typer(no_args_is_help=True, help="Inspect run configurations.")
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
+app.add_typer(keys_app, name="keys")
+app.command()(worker)
 err = Console(stderr=True, soft_wrap=True)
 
 ConfigArg = typer.Argument(..., exists=False, help="Run configuration (YAML).")
@@ -150,7 +153,7 @@ def export(
 
 @app.command()
 def serve(
-    run_paths: list[Path] = typer.Argument(..., help="Trained runs to serve (directories or config files)."),
+    run_paths: list[Path] = typer.Argument(None, help="Trained runs to serve (directories or config files)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default serves this machine only."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     api_key: str | None = typer.Option(
@@ -159,11 +162,29 @@ def serve(
     max_tokens: int = typer.Option(512, "--max-tokens", min=1, help="Largest max_tokens a request may ask for."),
     max_body_bytes: int = typer.Option(1_048_576, "--max-body-bytes", min=1, help="Largest request body accepted."),
     force: bool = typer.Option(False, "--force", help="Serve runs even if their evaluation gate failed."),
+    jobs: bool = typer.Option(False, "--jobs", help="Also serve OpenAI's files and fine-tuning jobs API."),
+    home: Path = HomeOpt,
+    store: str | None = StoreOpt,
+    workers: int = typer.Option(1, "--workers", min=0, help="With --jobs: worker threads in this process."),
+    max_upload_bytes: int = typer.Option(512 * 2**20, "--max-upload-bytes", min=1, help="Largest file upload."),
 ) -> None:
-    """Serve runs over an OpenAI-compatible HTTP API; each run is a model id (its run name)."""
+    """Serve runs over an OpenAI-compatible HTTP API; each run is a model id (its run name). With --jobs, also
+    fine-tuning jobs (keys from `tunesmith keys create`)."""
     from tunesmith.server import serve as serve_runs
 
-    serve_runs([open_run(p) for p in run_paths], host, port, api_key, max_tokens, max_body_bytes, force=force)
+    if not run_paths and not jobs:
+        raise TunesmithError("name the runs to serve, or add --jobs to serve fine-tuning jobs")
+    if jobs and api_key:
+        raise TunesmithError("--jobs uses the keys of `tunesmith keys create`; leave out --api-key")
+    connected = None
+    if jobs:
+        from tunesmith.jobs.store import connect
+
+        connected = connect(home, store)
+    serve_runs(
+        [open_run(p) for p in run_paths or []], host, port, api_key, max_tokens, max_body_bytes, force=force,
+        jobs=connected, workers=workers, max_upload_bytes=max_upload_bytes,
+    )  # fmt: skip
 
 
 @app.command()
@@ -347,7 +368,8 @@ def main() -> None:
     except TunesmithError as exc:
         if debug:
             raise
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        label = "[yellow]paused:[/]" if isinstance(exc, TrainingPaused) else "[bold red]error:[/]"
+        err.print(f"{label} {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]; completed stages are kept, rerun the same command to continue")

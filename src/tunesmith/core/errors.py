@@ -19,3 +19,9 @@ class DataError(TunesmithError):
 
 class ModelNotFoundError(TunesmithError):
     """A model name could not be resolved to weights."""
+
+
+class TrainingPaused(TunesmithError):
+    """Training stopped on request (SIGUSR1) after saving a checkpoint; ``--resume`` continues it."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later

@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
+from tunesmith.core import stop
 from tunesmith.core.config import TrainingConfig
+from tunesmith.core.errors import TrainingPaused
 from tunesmith.core.fs import append_jsonl, read_jsonl_log, write_jsonl
 from tunesmith.core.progress import StepProgress
 from tunesmith.engine.backward import (
@@ -97,6 +99,7 @@ def train(
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
+    stop.install()  # a job's pause: SIGUSR1 stops at the next step with a checkpoint
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     attention_before = attention_implementation(model)
@@ -245,6 +248,20 @@ def _train(
         )
         if "early_stop" in row:
             break
+        if stop.requested() and checkpoint_dir is not None and step + 1 < n_steps:  # a job's pause (SIGUSR1)
+            if state.last_checkpoint is None or state.last_checkpoint.name != f"step-{state.step}":
+                info = {
+                    "tokens": state.tokens,
+                    "bad_steps": state.bad_steps,
+                    "elapsed_s": state.elapsed,
+                    **stopper.info(),
+                }
+                state.last_checkpoint = save_checkpoint(
+                    checkpoint_dir, step + 1, model, optimizer, scheduler, accelerator, info, cfg.keep_checkpoints
+                )
+            progress.close()
+            trackers.finish()
+            raise TrainingPaused(f"training paused at step {step + 1} ({state.last_checkpoint}); add --resume")
     progress.close()
     trackers.finish()
     val_loss = stopper.restore_best(model, accelerator, val_loss)

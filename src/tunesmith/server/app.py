@@ -15,19 +15,21 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from tunesmith.jobs.keys import owner_of
+from tunesmith.jobs.service import owned_models
 from tunesmith.server import schemas
+from tunesmith.server.http import APIError, Body, read_json, schema_validate
+from tunesmith.server.jobs_api import JobsFace, add_job_routes
 from tunesmith.ship.inference import Generation, ModelPool, Sampling, Served, chat_prompt, generate, text_prompt
 
 log = logging.getLogger("tunesmith.server")
-Body = TypeVar("Body", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -36,20 +38,8 @@ class Limits:
     max_body_bytes: int
 
 
-class APIError(Exception):
-    """An error returned to the client as an OpenAI-style error object."""
-
-    def __init__(
-        self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None, code: Any = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
-
-
-def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None) -> FastAPI:
+def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None, jobs: JobsFace | None = None) -> FastAPI:
+    """The app; with ``jobs``, also OpenAI's files and fine-tuning API, and keys from the jobs store."""
     app = FastAPI(title="tunesmith", docs_url=None, redoc_url=None, openapi_url=None)
     started = int(time.time())
 
@@ -68,32 +58,52 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None) -> F
         error = APIError(500, f"internal error: {type(exc).__name__}", kind="server_error")
         return JSONResponse(error.body(), status_code=500)
 
-    def authorize(request: Request) -> None:
-        if api_key is None:
-            return
+    def authorize(request: Request) -> str:
+        """The caller's owner id (its key's, with jobs; "" for the single --api-key or no key)."""
         header = request.headers.get("authorization", "")
+        if api_key is None and jobs is None:
+            return ""
         if not header.startswith("Bearer "):
             raise APIError(401, "Missing API key: send 'Authorization: Bearer KEY'.", code="invalid_api_key")
-        if not secrets.compare_digest(header.removeprefix("Bearer ").encode(), api_key.encode()):
+        given = header.removeprefix("Bearer ")
+        if jobs is not None:
+            owner = owner_of(jobs.store.engine, given)
+            if owner is None:
+                raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+            return owner
+        assert api_key is not None
+        if not secrets.compare_digest(given.encode(), api_key.encode()):
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+        return ""
 
-    async def parse(request: Request, schema: type[Body]) -> Body:
-        authorize(request)
-        return schema_validate(schema, await read_json(request, limits.max_body_bytes))
+    async def owner(request: Request) -> str:
+        return await run_in_threadpool(authorize, request)  # a store query: off the event loop
 
-    def lookup(model_id: str) -> Served:
-        served = pool.get(model_id)
+    async def parse(request: Request, schema: type[Body]) -> tuple[Body, str]:
+        caller = await owner(request)
+        return schema_validate(schema, await read_json(request, limits.max_body_bytes)), caller
+
+    def lookup(model_id: str, caller: str) -> Served:
+        served = None
+        if jobs is not None and jobs.models.is_fine_tuned(model_id):
+            served = jobs.models.get(caller, model_id)
+        elif not model_id.startswith("ft:"):
+            served = pool.get(model_id)
         if served is None:
             raise APIError(
                 404,
-                f"The model '{model_id}' does not exist; available: {', '.join(pool.models)}",
+                f"The model '{model_id}' does not exist; available: {', '.join(visible(caller))}",
                 param="model",
                 code="model_not_found",
             )
         return served
 
-    def generator(model_id: str) -> Served:
-        served = lookup(model_id)
+    def visible(caller: str) -> list[str]:
+        static = [m for m in pool.models if jobs is None or not jobs.models.is_fine_tuned(m)]
+        return static + ([m["id"] for m in owned_models(jobs.store, caller)] if jobs is not None else [])
+
+    def generator(model_id: str, caller: str) -> Served:
+        served = lookup(model_id, caller)
         if not served.generates:
             raise APIError(
                 400,
@@ -109,18 +119,19 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None) -> F
 
     @app.get("/v1/models")
     def list_models(request: Request) -> dict[str, Any]:
-        authorize(request)
-        return {"object": "list", "data": [_model_card(m, started) for m in pool.models]}
+        return {"object": "list", "data": [_model_card(m, started) for m in visible(authorize(request))]}
 
     @app.get("/v1/models/{model_id:path}")
     def get_model(model_id: str, request: Request) -> dict[str, Any]:
-        authorize(request)
-        return _model_card(lookup(model_id).id, started)
+        caller = authorize(request)
+        if model_id not in visible(caller):
+            lookup(model_id, caller)  # the 404
+        return _model_card(model_id, started)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
-        body = await parse(request, schemas.ChatRequest)
-        served = generator(body.model)
+        body, caller = await parse(request, schemas.ChatRequest)
+        served = await run_in_threadpool(generator, body.model, caller)
         messages = [m.as_dict() for m in body.messages]
         prompt, sampling = await run_in_threadpool(prepare, served, lambda: chat_prompt(served, messages), body)
         if body.stream:
@@ -137,8 +148,8 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None) -> F
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
-        body = await parse(request, schemas.CompletionRequest)
-        served = generator(body.model)
+        body, caller = await parse(request, schemas.CompletionRequest)
+        served = await run_in_threadpool(generator, body.model, caller)
         prompt, sampling = await run_in_threadpool(prepare, served, lambda: text_prompt(served, body.text()), body)
         if body.stream:
             chunk_id = schemas.new_id("cmpl")
@@ -153,8 +164,8 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None) -> F
 
     @app.post("/v1/classify")
     async def classify(request: Request) -> Any:
-        body = await parse(request, schemas.ClassifyRequest)
-        served = lookup(body.model)
+        body, caller = await parse(request, schemas.ClassifyRequest)
+        served = await run_in_threadpool(lookup, body.model, caller)
         if served.classify is None:
             raise APIError(
                 400,
@@ -194,6 +205,8 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None) -> F
         )
         return prompt, sampling
 
+    if jobs is not None:
+        add_job_routes(app, jobs, owner, limits.max_body_bytes)
     return app
 
 
@@ -280,33 +293,3 @@ def _event(obj: dict[str, Any]) -> str:
 
 def _model_card(model_id: str, created: int) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": created, "owned_by": "tunesmith"}
-
-
-async def read_json(request: Request, limit: int) -> Any:
-    """The request body parsed as JSON, refusing bodies over ``limit`` bytes before reading them whole."""
-    declared = request.headers.get("content-length", "")
-    too_big = APIError(413, f"request body too large; the limit is {limit} bytes", code="request_too_large")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_big
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_big
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
-
-
-def schema_validate(schema: type[Body], data: Any) -> Body:
-    if not isinstance(data, dict):
-        raise APIError(400, f"the request body must be a JSON object, got {type(data).__name__}")
-    try:
-        return schema.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        message = str(first["msg"]).removeprefix("Value error, ")
-        more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
-        raise APIError(400, f"{param}: {message}{more}", param=param) from None
