@@ -3,16 +3,19 @@
 Same model (smollm2-135m), LoRA r=16 on all linear layers, same OASST conversations encoded the same way
 (assistant-only labels, truncated to --max-len), same examples per step and the same number of steps. Each
 side runs in its own process so peak RSS is its own. Reports useful (non-padding) tokens/s and peak RSS, and
-their ratios.
+their ratios, and both against the machine itself: its fp32 and bf16 matmul rates are measured first, and each
+side's achieved FLOP/s is given as a fraction of them (useful FLOPs: 4 x the model's linear weights per trained
+token, i.e. forward plus the backward to the inputs of frozen weights; the same count for both sides).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/train_speed.py --steps 4
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/train_speed.py --steps 4 --hf-bf16   # Trainer with bf16=True
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/train_speed.py --steps 4 --precision fp32   # tunesmith without auto
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -46,11 +49,39 @@ def model_and_tokenizer() -> tuple[object, object]:
     return model, tokenizer
 
 
-def run_tunesmith(args: argparse.Namespace) -> dict:
-    from accelerate import Accelerator
+def matmul_rates(size: int = 2048, seconds: float = 2.0) -> dict[str, float]:
+    """This machine's fp32 and bf16 matmul GFLOP/s (square matrices, torch's default threads)."""
+    import torch
 
+    rates = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a @ b  # warm-up
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            a @ b
+            done += 1
+        rates[name] = done * 2 * size**3 / (time.perf_counter() - started) / 1e9
+    return rates
+
+
+def linear_weights() -> int:
+    """The model's linear-layer weights (no embeddings): 4 x this is the useful FLOPs per trained token."""
+    from transformers import AutoConfig
+
+    from tunesmith.models.resolve import resolve_model
+
+    c = AutoConfig.from_pretrained(resolve_model("smollm2-135m").location)
+    kv = c.hidden_size // c.num_attention_heads * c.num_key_value_heads
+    per_layer = c.hidden_size * (2 * c.hidden_size + 2 * kv) + 3 * c.hidden_size * c.intermediate_size
+    return c.num_hidden_layers * per_layer
+
+
+def run_tunesmith(args: argparse.Namespace) -> dict:
     from tunesmith.core.config import TrainingConfig
+    from tunesmith.engine import make_accelerator
     from tunesmith.engine.loop import train
+    from tunesmith.engine.precision import choose_precision
     from tunesmith.recipes import sft
 
     model, tokenizer = model_and_tokenizer()
@@ -64,12 +95,14 @@ def run_tunesmith(args: argparse.Namespace) -> dict:
         seed=42,
         packing=not args.no_packing,
         micro_batch_size=args.micro_batch,
+        precision=args.precision,
     )
     fns = sft.task_fns(tokenizer, pack_len=None if args.no_packing else args.max_len)
     started = time.perf_counter()
-    summary = train(model, examples, fns, cfg, accelerator=Accelerator(cpu=True))
+    summary = train(model, examples, fns, cfg, accelerator=make_accelerator(cfg.precision))
     seconds = time.perf_counter() - started
-    return {"useful_tokens": summary.tokens, "seconds": seconds}
+    precision = choose_precision(cfg.precision)
+    return {"useful_tokens": summary.tokens, "seconds": seconds, "precision": precision.name, "why": precision.reason}
 
 
 def run_hf(args: argparse.Namespace) -> dict:
@@ -102,6 +135,7 @@ def run_hf(args: argparse.Namespace) -> dict:
         save_strategy="no",
         report_to=[],
         use_cpu=True,
+        bf16=args.hf_bf16,
         dataloader_num_workers=0,
         remove_unused_columns=False,
         seed=42,
@@ -122,7 +156,7 @@ def run_hf(args: argparse.Namespace) -> dict:
     # The examples trained on: the first steps x batch of the order (the dataloader collates one batch ahead,
     # so counting in the collator would count a batch that is never trained on).
     useful = sum(len(row["input_ids"]) for row in dataset[: args.steps * args.batch])
-    return {"useful_tokens": useful, "seconds": seconds}
+    return {"useful_tokens": useful, "seconds": seconds, "precision": "bf16" if args.hf_bf16 else "fp32"}
 
 
 def run_estimate(args: argparse.Namespace) -> dict:
@@ -166,6 +200,8 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=None, help="tunesmith's training.micro_batch_size")
     parser.add_argument("--no-packing", action="store_true", help="tunesmith pads instead of packing")
     parser.add_argument("--which", choices=["both", "tunesmith", "hf", "estimate"], default="both")
+    parser.add_argument("--precision", default="auto", help="tunesmith's training.precision (auto: by the processor)")
+    parser.add_argument("--hf-bf16", action="store_true", help="the Trainer with bf16=True (CPU autocast)")
     parser.add_argument("--tmp", default="/tmp/tunesmith-bench")
     args = parser.parse_args()
     if args.which == "estimate":
@@ -181,8 +217,24 @@ def main() -> None:
         results[which] = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
     hf, ts = results["hf"], results["tunesmith"]
     print(json.dumps(results, indent=2))
-    machine = platform.processor() or platform.machine()
-    print(f"machine: {machine}, {platform.system()}, python {platform.python_version()}")
+    sys.path.insert(0, str(REPO / "src"))
+    from tunesmith.core.environment import collect
+
+    env = collect({})
+    cpu = env["cpu"]
+    print(
+        f"machine: {cpu['model']} ({', '.join(cpu['flags'] or []) or 'no AVX2'}), {cpu['threads']} threads, "
+        f"torch {env['packages']['torch']}, python {env['python']}"
+    )
+    rates = matmul_rates()
+    per_token = 4 * linear_weights()
+    print(f"machine matmul: fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s")
+    for name, side in (("HF Trainer + peft", hf), ("tunesmith", ts)):
+        achieved = side["tokens_per_s"] * per_token / 1e9
+        print(
+            f"{name} ({side['precision']}): {achieved:.1f} GFLOP/s useful = {achieved / rates['fp32']:.0%} of fp32 "
+            f"peak, {achieved / rates['bf16']:.0%} of bf16 peak"
+        )
     print(f"tokens/s ratio (tunesmith / HF Trainer + peft): {ts['tokens_per_s'] / hf['tokens_per_s']:.2f}x")
     print(f"peak RSS ratio (tunesmith / HF Trainer + peft): {ts['peak_rss_gib'] / hf['peak_rss_gib']:.2f}x")
     predicted = run_estimate(args)

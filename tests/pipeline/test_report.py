@@ -68,6 +68,9 @@ def test_every_run_records_its_environment(report: Path) -> None:
     assert env["cpu"]["threads"] == torch.get_num_threads() and env["cpu"]["model"]
     assert env["gpu"] == [] if not torch.cuda.is_available() else env["gpu"][0]["memory_gib"] > 0
     assert env["seeds"]["training.seed"] == 42  # every *seed setting of the resolved config
+    from tunesmith.engine.precision import choose_precision
+
+    assert env["precision"] == choose_precision("auto").to_dict()  # what training computes in here, and why
     assert len(env["tunesmith"]["git_commit"]) == 40  # the tests run from a checkout
     html = report.read_text(encoding="utf-8")
     assert f"torch {torch.__version__}" in html and env["cpu"]["model"] in html

@@ -22,10 +22,12 @@ PACKAGES = ("torch", "transformers", "peft", "accelerate", "trl", "deepspeed", "
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
 
 
-def collect(seeds: dict[str, int]) -> dict[str, Any]:
-    """The environment of this process: the dict written to ``environment.json``."""
+def collect(seeds: dict[str, int], precision: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The environment of this process: the dict written to ``environment.json``; ``precision`` is the training
+    precision chosen for this machine and why (the engine decides it)."""
     missing: list[str] = []
     return {
+        "precision": precision,
         "recorded": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "tunesmith": _tunesmith(missing),
         "python": platform.python_version(),
@@ -67,6 +69,11 @@ def summary(env: dict[str, Any]) -> list[tuple[str, str]]:
         ("CPU", f"{cpu['model']}, {cpu['threads']} torch threads of {cpu['logical_cpus']} CPUs; {flags}"),
         ("GPU", gpu or "none"),
         ("seeds", ", ".join(f"{k} {v}" for k, v in env["seeds"].items()) or "none"),
+        *(
+            [("precision", f"{env['precision']['name']} ({env['precision']['reason']})")]
+            if env.get("precision")
+            else []
+        ),
         ("recorded", env["recorded"]),
     ]
     if env["missing"]:
@@ -101,18 +108,29 @@ def _packages(missing: list[str]) -> dict[str, str | None]:
     return versions
 
 
+def cpu_flags() -> set[str]:
+    """The CPU features of ``CPU_FLAGS`` this processor has (empty where /proc/cpuinfo cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "flags":
+                return set(CPU_FLAGS) & set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
 def _cpu(missing: list[str]) -> dict[str, Any]:
     import torch
 
     model, flags = None, None
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model is None:
-                model = value.strip()
-            elif key.strip() == "flags" and flags is None:
-                present = set(value.split())
-                flags = [f for f in CPU_FLAGS if f in present]
+        info = Path("/proc/cpuinfo").read_text()
+        model = next(
+            (line.partition(":")[2].strip() for line in info.splitlines() if line.startswith("model name")), None
+        )
+        present = cpu_flags()
+        flags = [f for f in CPU_FLAGS if f in present]
     except OSError:
         missing.append("CPU model and flags: /proc/cpuinfo is not readable on this system")
     return {

@@ -11,14 +11,15 @@ from typing import Any
 import torch
 
 from tunesmith.core.config import TrainingConfig
+from tunesmith.engine.precision import choose_precision
 
 
-def make_accelerator(precision: str) -> Any:
-    """An Accelerator with mixed precision: bf16 autocast where the GPU supports it, fp32 on CPU."""
+def make_accelerator(setting: str) -> Any:
+    """An Accelerator computing in ``training.precision`` (``auto``: bf16 autocast where the GPU or the CPU has fast
+    bf16, fp32 elsewhere; see engine/precision.py)."""
     from accelerate import Accelerator
 
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    precision = choose_precision(setting).name
     cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
     mixed_precision = "no" if precision == "fp32" else precision
     if cpu and _launched_with("DEEPSPEED"):

@@ -20,6 +20,7 @@ import torch
 from tunesmith.core.config import MethodConfig, TrainingConfig
 from tunesmith.engine.batching import step_micro_batches, steps_per_epoch
 from tunesmith.engine.packing import plan_rows
+from tunesmith.engine.precision import choose_precision
 
 GIB = 2**30
 # Achieved training FLOP/s as a fraction of the matmul probe's, measured (docs/benchmarks.md).
@@ -121,9 +122,9 @@ def micro_batch_shapes(
     return shapes
 
 
-def probe_flops(device: str, shape: Shape, seconds: float = 0.5) -> float:
-    """Matrix-product FLOP/s on this device, at the shape of a decoder layer's MLP (fp32 CPU, bf16 GPU)."""
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+def probe_flops(device: str, shape: Shape, seconds: float = 0.5, dtype: torch.dtype | None = None) -> float:
+    """Matrix-product FLOP/s on this device, at the shape of a decoder layer's MLP (default: fp32 CPU, bf16 GPU)."""
+    dtype = dtype or (torch.float32 if device == "cpu" else torch.bfloat16)
     rows = 512 if device == "cpu" else 8192
     a = torch.randn(rows, shape.hidden, dtype=dtype, device=device)
     b = torch.randn(shape.hidden, shape.intermediate, dtype=dtype, device=device)
@@ -161,7 +162,9 @@ def estimate(
         cfg = cfg.model_copy(update={"batch_size": micro, "grad_accum": cfg.grad_accum * -(-cfg.batch_size // micro)})
     row_wise = device == "cpu" and cfg.micro_batch_size is None  # as the engine does (loop.py)
     shapes = micro_batch_shapes(lengths, targets, cfg, packing, one_row, row_wise)
-    act = 4 if device == "cpu" or cfg.precision == "fp32" else 2
+    # bf16 on a CPU only where the processor has it (precision auto), as training will (engine/precision.py)
+    computes = choose_precision(cfg.precision).name if device == "cpu" else cfg.precision
+    act = 4 if computes == "fp32" else 2
     quantized = method.name == "qlora"
     full = method.name == "full"
     fast_logits = not cfg.label_smoothing and method.name != "prompt"
@@ -194,7 +197,8 @@ def estimate(
         "runtime": runtime,
     }
 
-    throughput = throughput or probe_flops(device, shape)
+    probe_dtype = torch.bfloat16 if device == "cpu" and computes == "bf16" else None
+    throughput = throughput or probe_flops(device, shape, dtype=probe_dtype)
     matmul = _linear_params(shape)
     backward = 1.0 + (1.0 if full else trainable / max(total, 1)) + (1.0 if cfg.gradient_checkpointing else 0.0)
     flops = 0.0

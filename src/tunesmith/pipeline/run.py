@@ -21,6 +21,7 @@ from tunesmith.data.prepare import load_eval_chats, prepare_data, write_prepared
 from tunesmith.data.records import record_from_dict
 from tunesmith.data.render import ensure_chat_template
 from tunesmith.data.tokens import TokenCounter
+from tunesmith.engine.precision import choose_precision
 from tunesmith.models.adapt import (
     apply_method,
     check_method,
@@ -105,7 +106,8 @@ class Run(TrainedRun):
         so a finished run records where it was trained)."""
         from tunesmith.core.environment import collect, config_seeds
 
-        write_json(self.dir.environment, collect(config_seeds(self.config.model_dump(mode="json"))))
+        precision = choose_precision(self.config.training.precision).to_dict()
+        write_json(self.dir.environment, collect(config_seeds(self.config.model_dump(mode="json")), precision))
 
     def check_model(self) -> None:
         """Fail before any work if the method cannot run here or the model cannot be found (resolving converts a
@@ -226,6 +228,8 @@ class Run(TrainedRun):
             f"[bold]train[/]: {cfg.model.name} ({resolved.kind}), method {cfg.method.name}, "
             f"{trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
         )
+        precision = choose_precision(cfg.training.precision)
+        console.print(f"  precision {precision.name}: {precision.reason}")
         packs = cfg.training.packing and self.recipe.packs and supports_packing(cfg.method)
         if cfg.training.packing and self.recipe.packs and not supports_packing(cfg.method):
             console.print(f"  {cfg.method.name} tuning trains on padded batches: packing cannot mask virtual tokens")
