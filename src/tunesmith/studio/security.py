@@ -109,20 +109,28 @@ class Guard:
         return None
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        """Run the app with the body counted as it streams in; over ``limit``, the app's answer (whatever it made of
+        the cut-off body: FastAPI turns a failed form parse into a 400) is replaced with a 413."""
         seen = 0
-        started = False
+        started = exceeded = False
 
         async def counted() -> dict[str, Any]:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    exceeded = True
                     raise TooLarge
             return message
 
         async def tracked(message: dict[str, Any]) -> None:
             nonlocal started
+            if exceeded:
+                if not started:
+                    started = True
+                    await _refuse(send, 413, f"request body is over the limit of {limit:,} bytes")
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
@@ -130,6 +138,7 @@ class Guard:
             await self.app(scope, counted, tracked)
         except TooLarge:
             if not started:
+                started = True
                 await _refuse(send, 413, f"request body is over the limit of {limit:,} bytes")
 
 

@@ -139,26 +139,28 @@ def standings(ts: Studio = Depends(studio)) -> dict[str, Any]:
 
 @router.get("/api/playground/prompts")
 def prompts(file: str, ts: Studio = Depends(studio)) -> dict[str, Any]:
-    """Messages to ask, from a workspace data file: each row's last user message (or its text, prompt, source)."""
-    from tunesmith.core.config import DataConfig
-    from tunesmith.data.load import load_records
+    """Messages to ask, from a workspace data file: each row's last user message (or its prompt, text, source)."""
+    from tunesmith.data.load import read_rows
 
     path = ts.workspace.path(file, "prompts file", must_exist=True)
-    loaded = load_records(str(path), DataConfig(train=str(path)))
-    found = [p for p in map(_prompt_of, loaded.records) if p][:MAX_PROMPTS]
+    rows, _, _ = read_rows(path)
+    found = [p for p in (_prompt_of(row.values) for row in rows) if p][:MAX_PROMPTS]
     if not found:
-        raise DataError(f"{file}: no prompts found (rows with messages, prompt, text or source)")
+        raise DataError(f"{file}: no prompts found (rows with messages, prompt, instruction, question or text)")
     return {"prompts": found}
 
 
-def _prompt_of(record: Any) -> str | None:
-    messages = getattr(record, "messages", None) or getattr(record, "prompt", None)
-    if isinstance(messages, list):
-        users = [m.content for m in messages if m.role == "user"]
-        return users[-1] if users else None
-    for name in ("text", "source_text"):
-        value = getattr(record, name, None)
-        if isinstance(value, str):
+def _prompt_of(values: dict[str, Any]) -> str | None:
+    """A row's prompt: its last user message (``messages``, or ``prompt`` as messages), else a text column."""
+    for name in ("messages", "prompt"):
+        messages = values.get(name)
+        if isinstance(messages, list):
+            users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+            if users and isinstance(users[-1], str):
+                return users[-1]
+    for name in ("prompt", "instruction", "question", "text", "sentence", "source"):
+        value = values.get(name)
+        if isinstance(value, str) and value.strip():
             return value
     return None
 
