@@ -60,12 +60,13 @@
     $("verdict").dataset.duel = d.id;
   }
 
-  async function send(event) {
+  // keepMessage: the next prompt of a file, asked right after a judgment whose "saved" message stays shown.
+  async function send(event, keepMessage = false) {
     if (event) event.preventDefault();
     const message = $("prompt").value.trim();
     if (!message || state.busy) return;
     state.busy = true;
-    show("message", "", "info");
+    if (!keepMessage) show("message", "", "info");
     try {
       await ($("blind").checked ? duel(message) : sideBySide(message));
     } catch (error) {
@@ -103,7 +104,7 @@
     if (state.next < state.prompts.length) {
       $("prompt").value = state.prompts[state.next++];
       $("prompt-count").textContent = `prompt ${state.next} of ${state.prompts.length}`;
-      send();
+      send(null, true);
     }
   }
 

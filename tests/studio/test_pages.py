@@ -1,0 +1,251 @@
+"""Every studio page in a real headless Chromium, on the session's studio (its jobs run by its worker thread) with the
+tiny Llama: Data shows a malformed file's lines; New run launches a run through the jobs service; a run's curve gains
+points live and the run is cancelled; Compare shows two runs; blind A/B judgments give a win rate and a preference
+file that a dpo run trains on; Ship exports; paths outside the workspace are refused. Each page is screenshotted.
+
+The tests share module-scoped runs and follow the workflow in file order (a later page needs the runs of an earlier
+one); each also makes sense alone, as its fixtures make what it needs."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers.jobs import chat_file
+from tests.studio.conftest import Running, screenshot
+
+FINAL = ("succeeded", "failed", "cancelled")
+RUN_TIMEOUT_MS = 240_000  # a tiny run through a worker: ~20 s alone, more on two busy cores
+
+
+def wait_status(page: object, wanted: tuple[str, ...], timeout_ms: int = RUN_TIMEOUT_MS) -> str:
+    """Wait until the run page's status badge shows one of ``wanted``; return it."""
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "wanted => wanted.includes(document.getElementById('status').textContent.trim())",
+        arg=list(wanted),
+        timeout=timeout_ms,
+    )
+    return page.inner_text("#status").strip()  # type: ignore[attr-defined]
+
+
+def loss_points(page: object) -> int:
+    return int(page.get_attribute("#loss-chart", "data-pointsloss") or 0)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def files(studio: Running, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The tiny model and a chat data file, as paths relative to the workspace."""
+    folder = tmp_path_factory.mktemp("pages")
+    data = chat_file(folder / "chat.jsonl", 32)
+    prompts = folder / "prompts.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"Sentiment of: film number {i}"}]} for i in range(10)]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    rel = lambda p: p.relative_to(studio.workspace).as_posix()  # noqa: E731
+    return {"model": rel(tiny_model_dir), "data": rel(data), "prompts": rel(prompts)}
+
+
+@pytest.fixture(scope="module")
+def first_run(studio: Running, browser, files: dict[str, str], artifacts: Path) -> dict[str, object]:
+    """A run launched from the New run form and followed to its end on its page."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{studio.url}/new")
+    page.wait_for_selector('[name="model.name"]')
+    page.fill('[name="model.name"]', files["model"])
+    page.fill('[name="data.train"]', files["data"])
+    page.fill('[name="training.max_steps"]', "20")
+    page.fill('[name="training.batch_size"]', "4")
+    page.fill('[name="training.max_seq_len"]', "64")
+    page.fill('[name="training.learning_rate"]', "0.01")  # the tuned model answers unlike its base: A/B has pairs
+    page.uncheck('[name="eval.enabled"]')
+    page.fill('[name="output.name"]', "first")
+    page.click("#check")
+    page.wait_for_selector("#message.info >> text=The config is valid.")
+    shown_yaml = page.inner_text("#yaml")
+    screenshot(page, artifacts, "new-run")
+    page.click("#launch")
+    page.wait_for_url(re.compile(r"/runs/view\?key=ftjob-"), timeout=30_000)
+    key = page.get_attribute("#run-name", "data-key")
+    status = wait_status(page, FINAL)
+    page.wait_for_function("document.getElementById('loss-chart').dataset.pointsloss === '20'", timeout=30_000)
+    result = {"key": key, "status": status, "yaml": shown_yaml, "points": loss_points(page), "url": page.url}
+    page.close()
+    return result
+
+
+@pytest.fixture(scope="module")
+def watched_run(studio: Running, browser, files: dict[str, str], first_run, artifacts: Path) -> dict[str, object]:
+    """A long run (launched by the API) watched on its page while its curve grows, then cancelled there."""
+    values = {"model.name": files["model"], "data.train": files["data"], "training.max_steps": 5000}
+    values |= {"training.batch_size": 4, "training.max_seq_len": 64, "eval.enabled": False, "output.name": "long"}
+    launched = httpx.post(f"{studio.url}/api/new/launch", json={"values": values}, timeout=60)
+    assert launched.status_code == 200, launched.text
+    key = launched.json()["job"]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{studio.url}/runs/view?key={key}")
+    page.wait_for_function("Number(document.getElementById('loss-chart').dataset.pointsloss || 0) > 0", timeout=120_000)
+    seen = [loss_points(page)]
+    page.wait_for_function(
+        f"Number(document.getElementById('loss-chart').dataset.pointsloss || 0) > {seen[0]}", timeout=30_000
+    )
+    seen.append(loss_points(page))
+    progress = page.inner_text("#progress")
+    screenshot(page, artifacts, "run")
+    page.wait_for_selector("#cancel:not([hidden])")
+    page.click("#cancel")
+    status = wait_status(page, FINAL, 60_000)
+    result = {"key": key, "seen": seen, "progress": progress, "status": status}
+    page.close()
+    return result
+
+
+def test_data_page_shows_a_malformed_files_problems_with_their_lines(studio: Running, browser, tmp_path, artifacts):
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    lines = [json.dumps(good), json.dumps(good), '{"messages": [', json.dumps(good), json.dumps({"messages": []})]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{studio.url}/data")
+    page.fill("#file", bad.relative_to(studio.workspace).as_posix())
+    page.click("#check-button")
+    page.wait_for_selector("#result:not([hidden])")
+    malformed = page.locator('details[data-kind="malformed_json"] li')
+    assert malformed.count() == 1 and "line 3" in malformed.inner_text()
+    assert "line 5" in page.inner_text("#groups")
+    assert "5 rows" in page.inner_text("#summary") and "3 usable" in page.inner_text("#summary")
+    screenshot(page, artifacts, "data")
+    page.close()
+
+
+def test_paths_outside_the_workspace_are_refused_in_the_pages(studio: Running, browser) -> None:
+    page = browser.new_page()
+    page.goto(f"{studio.url}/data?file=../../../../etc/passwd")
+    page.wait_for_selector("#message.error")
+    assert "outside the workspace" in page.inner_text("#message")
+    assert page.is_hidden("#result")
+    page.goto(f"{studio.url}/annotate")
+    page.fill("#file", "/etc/passwd")
+    page.fill("#labels", "a,b")
+    page.click("#open-button")
+    page.wait_for_selector(".message.error")
+    assert "outside the workspace" in page.inner_text("#message")
+    assert page.query_selector_all("li.row") == []
+    page.close()
+
+
+def test_new_run_form_launches_a_run_through_the_jobs_service(studio: Running, first_run, files) -> None:
+    assert first_run["status"] == "succeeded"
+    assert first_run["points"] == 20  # one point a step, all streamed to the page
+    assert f"name: {files['model']}" in first_run["yaml"] and "max_steps: 20" in first_run["yaml"]
+    job = httpx.get(f"{studio.url}/api/runs/detail", params={"key": first_run["key"]}).json()
+    assert job["run"]["trained"] and job["run"]["job"] == first_run["key"]  # a job of the jobs service
+    assert any("Run config checked" in m["message"] for m in job["messages"])
+
+
+def test_a_runs_curve_gains_points_live_and_the_run_is_cancelled(watched_run) -> None:
+    first, later = watched_run["seen"]
+    assert 0 < first < later
+    assert re.match(r"step [\d,]+ of 5,000", watched_run["progress"])
+    assert watched_run["status"] == "cancelled"
+
+
+def test_runs_page_lists_every_run_with_its_status(studio: Running, browser, first_run, watched_run, artifacts):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{studio.url}/runs")
+    assert page.get_attribute(f'tr[data-key="{first_run["key"]}"]', "data-status") == "succeeded"
+    assert page.get_attribute(f'tr[data-key="{watched_run["key"]}"]', "data-status") == "cancelled"
+    screenshot(page, artifacts, "runs")
+    page.click(f'tr[data-key="{first_run["key"]}"] a')
+    page.wait_for_selector("#finished:not([hidden])")
+    assert "python" in page.inner_text("#environment").lower()
+    page.close()
+
+
+def test_compare_two_runs(studio: Running, browser, first_run, watched_run, artifacts) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{studio.url}/compare")
+    page.check(f'#run-list input[value="{first_run["key"]}"]')
+    page.check(f'#run-list input[value="{watched_run["key"]}"]')
+    page.click("#compare-button")
+    page.wait_for_selector("#result:not([hidden])")
+    diff = page.inner_text("#config-diff")
+    assert "training.max_steps" in diff and "20" in diff and "5000" in diff
+    assert int(page.get_attribute("#curves", "data-points") or 0) > 20  # both curves, overlaid
+    screenshot(page, artifacts, "compare")
+    page.close()
+
+
+def test_ten_blind_judgments_give_a_win_rate_and_preferences_a_dpo_run_trains_on(
+    studio: Running, browser, first_run, files, artifacts
+) -> None:
+    tuned, base = first_run["key"], f"{first_run['key']}:base"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{studio.url}/playground")
+    page.wait_for_selector(f'#model-a option[value="{tuned}"]', state="attached")
+    page.select_option("#model-a", tuned)
+    page.select_option("#model-b", base)
+    page.fill("#max-new-tokens", "8")
+    page.check("#blind")
+    page.fill("#prompts-file", files["prompts"])
+    page.click("#load-prompts")
+    page.wait_for_selector("#prompt-count >> text=prompt 1 of 10")
+    page.click("#send")
+    picks = [1, 2, 1, 1, 3, 2, 1, 1, 2, 1]  # the keyboard: 1 or 2 picks a reply, 3 is a tie
+    for i, choice in enumerate(picks):
+        page.wait_for_selector("#verdict:not([hidden])", timeout=60_000)
+        if i == len(picks) - 1:
+            screenshot(page, artifacts, "playground-blind")
+        page.keyboard.press(str(choice))
+        page.wait_for_function(
+            "n => document.getElementById('message').textContent.startsWith(`Judgment ${n} saved`)", arg=i + 1
+        )
+    page.wait_for_selector('#standings tr.pair[data-n="10"]')
+
+    judged = [json.loads(line) for line in (studio.workspace / "judgments/judgments.jsonl").read_text().splitlines()]
+    judged = [j for j in judged if set(j["models"]) == {tuned, base}][-10:]
+    assert [{"first": 1, "second": 2, "tie": 3}[j["choice"]] for j in judged] == picks
+    a = min(tuned, base)  # the pair's first model, in the standings' order
+    wins = sum(j["winner"] == a for j in judged) + 0.5 * sum(j["winner"] is None for j in judged)
+    rate = page.inner_text("#standings tr.pair .rate")
+    assert rate.startswith(f"{round(100 * wins / 10):.0f}% [")  # with its 95% interval
+    preferences = (
+        studio.workspace / "preferences" / f"{a.replace(':', '_')}__vs__{max(tuned, base).replace(':', '_')}.jsonl"
+    )
+    rows = [json.loads(line) for line in preferences.read_text().splitlines()]
+    differing = [j for j in judged if j["winner"] is not None and j["replies"][0].strip() != j["replies"][1].strip()]
+    assert len(rows) == len(differing) >= 2
+    for row, j in zip(rows[-len(differing) :], differing, strict=True):
+        winner = j["models"].index(j["winner"])
+        assert row == {"prompt": j["prompt"], "chosen": j["replies"][winner], "rejected": j["replies"][1 - winner]}
+    screenshot(page, artifacts, "playground")
+
+    page.fill("#train-steps", "4")
+    page.click("#train")
+    page.wait_for_url(re.compile(r"/runs/view\?key=ftjob-"), timeout=30_000)
+    assert wait_status(page, FINAL) == "succeeded"
+    detail = httpx.get(f"{studio.url}/api/runs/detail", params={"key": page.get_attribute("#run-name", "data-key")})
+    run = detail.json()["run"]
+    assert (run["task"], run["trained"]) == ("dpo", True)
+    job = httpx.get(f"{studio.url}/api/runs/list").json()["runs"]
+    assert any(r["key"] == run["key"] and r["task"] == "dpo" for r in job)
+    page.close()
+
+
+def test_ship_exports_a_finished_run_with_its_checks(studio: Running, browser, first_run, artifacts) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{studio.url}/ship?key={first_run['key']}")
+    page.wait_for_selector(f'#run option[value="{first_run["key"]}"]', state="attached")
+    page.select_option("#run", first_run["key"])
+    started = time.monotonic()
+    page.click("#export")
+    page.wait_for_selector("#export-done", timeout=120_000)
+    assert float(page.inner_text("#logit-diff")) < 1e-3
+    assert time.monotonic() - started < 120
+    exported = [p for p in (studio.workspace / "exports").iterdir() if p.name.startswith("first-")]
+    assert exported and any(exported[0].iterdir())
+    screenshot(page, artifacts, "ship")
+    page.close()
