@@ -95,10 +95,20 @@ def watched_run(studio: Running, browser, files: dict[str, str], first_run, arti
     seen.append(loss_points(page))
     progress = page.inner_text("#progress")
     screenshot(page, artifacts, "run")
+    page.wait_for_selector("#pause:not([hidden])")
+    page.click("#pause")  # a checkpoint, and the job waits
+    paused = wait_status(page, ("paused", *FINAL), 60_000)
+    at_pause = loss_points(page)
+    page.wait_for_selector("#resume:not([hidden])")
+    page.click("#resume")  # queued again; the worker resumes it from the checkpoint and the curve goes on
+    page.wait_for_function(
+        f"Number(document.getElementById('loss-chart').dataset.pointsloss || 0) > {at_pause}", timeout=120_000
+    )
+    seen.append(loss_points(page))
     page.wait_for_selector("#cancel:not([hidden])")
     page.click("#cancel")
     status = wait_status(page, FINAL, 60_000)
-    result = {"key": key, "seen": seen, "progress": progress, "status": status}
+    result = {"key": key, "seen": seen, "progress": progress, "paused": paused, "status": status}
     page.close()
     return result
 
@@ -146,9 +156,10 @@ def test_new_run_form_launches_a_run_through_the_jobs_service(studio: Running, f
     assert any("Run config checked" in m["message"] for m in job["messages"])
 
 
-def test_a_runs_curve_gains_points_live_and_the_run_is_cancelled(watched_run) -> None:
-    first, later = watched_run["seen"]
-    assert 0 < first < later
+def test_a_runs_curve_gains_points_live_pauses_resumes_and_is_cancelled(watched_run) -> None:
+    first, later, resumed = watched_run["seen"]
+    assert 0 < first < later < resumed
+    assert watched_run["paused"] == "paused"
     assert re.match(r"step [\d,]+ of 5,000", watched_run["progress"])
     assert watched_run["status"] == "cancelled"
 
@@ -175,6 +186,30 @@ def test_compare_two_runs(studio: Running, browser, first_run, watched_run, arti
     diff = page.inner_text("#config-diff")
     assert "training.max_steps" in diff and "20" in diff and "5000" in diff
     assert int(page.get_attribute("#curves", "data-points") or 0) > 20  # both curves, overlaid
+    page.close()
+
+
+def shown(value: float, digits: int = 3) -> str:
+    """A number as the page writes it (``digits`` decimals; whole numbers without)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.{digits}f}"
+
+
+def test_compare_shows_each_metric_with_its_change_and_interval(
+    studio: Running, browser, tuned_run_dir: Path, first_run, artifacts
+) -> None:
+    cli_run = tuned_run_dir.relative_to(studio.workspace).as_posix()  # a run made with the CLI, evaluated
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{studio.url}/compare?keys={cli_run}&keys={first_run['key']}")
+    page.wait_for_selector("#result:not([hidden])")
+    comparison = json.loads((tuned_run_dir / "eval" / "comparison.json").read_text())["accuracy"]
+    tuned = json.loads((tuned_run_dir / "eval" / "metrics.json").read_text())["tuned"]["accuracy"]
+    cells = page.locator('#metrics tr[data-metric="accuracy"] td')
+    low, high = comparison["ci95"]
+    assert cells.nth(1).inner_text().startswith(shown(tuned, 4))
+    delta = cells.nth(1).locator(".delta").inner_text()
+    sign = "+" if comparison["delta"] >= 0 else ""
+    assert delta == f"{sign}{shown(comparison['delta'])} [{shown(low)}, {shown(high)}]"
+    assert cells.nth(2).inner_text() == "\u2013"  # a dash: the other run was not evaluated
     screenshot(page, artifacts, "compare")
     page.close()
 
