@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.helpers.jobs import chat_file
+from tests.helpers.paths import SST2
 from tests.studio.conftest import Running, screenshot
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -128,6 +129,37 @@ def test_data_page_shows_a_malformed_files_problems_with_their_lines(studio: Run
     assert "line 5" in page.inner_text("#groups")
     assert "5 rows" in page.inner_text("#summary") and "3 usable" in page.inner_text("#summary")
     screenshot(page, artifacts, "data")
+    page.close()
+
+
+def test_data_page_counts_tokens_and_shows_what_is_trained(studio: Running, browser, files) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{studio.url}/data?file={files['data']}&model={files['model']}")
+    page.wait_for_selector("#preview .example")
+    assert int(page.get_attribute("#histogram", "data-bins") or 0) > 0
+    assert "median" in page.inner_text("#tokens-note")
+    trained = page.locator("#preview .example").first.locator("mark").all_inner_texts()
+    assert any(word in "".join(trained) for word in ("positive", "negative"))  # the reply is trained
+    assert "Sentiment of" not in "".join(trained)  # the prompt is not
+    page.close()
+
+
+def test_the_audit_sends_its_flagged_rows_to_annotate_first(studio: Running, browser, tmp_path) -> None:
+    lines = (SST2 / "train.tsv").read_text(encoding="utf-8").splitlines()[1:41]
+    rows = [{"text": t, "label": "positive" if y == "1" else "negative"} for t, y in (x.split("\t") for x in lines)]
+    reviews = tmp_path / "reviews.jsonl"
+    reviews.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{studio.url}/data?file={reviews.relative_to(studio.workspace).as_posix()}")
+    page.wait_for_selector("#result:not([hidden])")
+    page.click("#audit-button")
+    page.wait_for_selector("#to-annotate", timeout=120_000)
+    audit = json.loads((tmp_path / "reviews.jsonl.audit.json").read_text())
+    flagged = [r["index"] for r in audit["label_issues"]["rows"]]
+    assert flagged and page.locator("#label-issues tr[data-line]").count() == len(flagged)
+    page.click("#to-annotate")
+    page.wait_for_selector("li.row.current")
+    assert page.get_attribute("li.row.current", "data-row") == str(flagged[0])  # the likely error comes first
     page.close()
 
 
