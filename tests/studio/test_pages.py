@@ -316,3 +316,24 @@ def test_ship_exports_a_finished_run_with_its_checks(studio: Running, browser, f
     assert exported and any(exported[0].iterdir())
     screenshot(page, artifacts, "ship")
     page.close()
+
+
+def test_ship_serves_a_run_and_stops_it(studio: Running, browser, first_run) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{studio.url}/ship?key={first_run['key']}")
+    page.wait_for_selector(f'#run option[value="{first_run["key"]}"]', state="attached")
+    page.select_option("#run", first_run["key"])
+    page.click("#serve")
+    page.wait_for_selector('#servers tr[data-state="ready"]', timeout=120_000)
+    url = page.inner_text('#servers tr[data-state="ready"] code')
+    models = httpx.get(f"{url}/models", timeout=30).json()["data"]
+    assert models, "the served run lists its model"
+    page.click('#servers tr[data-state="ready"] button.stop')
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#servers tr[data-state]')]"
+        ".every(row => row.dataset.state.startsWith('stopped'))",
+        timeout=30_000,
+    )
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/models", timeout=5)
+    page.close()
