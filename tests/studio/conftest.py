@@ -45,12 +45,17 @@ def start_studio(workspace: Path, workers: int = 1, **settings: object) -> tuple
 @pytest.fixture(scope="session")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """One studio for the whole session, its workspace pytest's base temp folder."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the jobs' runs share two cores with the server and Chromium
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = before or "1"  # the jobs' runs share two cores with the server and Chromium
     workspace = tmp_path_factory.getbasetemp()
     server, thread, url = start_studio(workspace)
-    yield Running(url, workspace)
-    server.should_exit = True  # type: ignore[attr-defined]
-    thread.join(timeout=120)
+    try:
+        yield Running(url, workspace)
+    finally:
+        server.should_exit = True  # type: ignore[attr-defined]
+        thread.join(timeout=120)
+        if before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
 
 
 @pytest.fixture(scope="session")

@@ -256,6 +256,13 @@ def test_ten_blind_judgments_give_a_win_rate_and_preferences_a_dpo_run_trains_on
     page.select_option("#model-a", tuned)
     page.select_option("#model-b", base)
     page.fill("#max-new-tokens", "8")
+    page.fill("#prompt", "Sentiment of: a warm and funny film")  # side by side first: both replies streamed
+    page.click("#send")
+    page.wait_for_selector("#reply-a[data-done]")
+    page.wait_for_selector("#reply-b[data-done]")
+    assert page.inner_text("#reply-a") and page.inner_text("#reply-b")
+    assert page.inner_text("#label-a") == "first" and "base" in page.inner_text("#label-b")
+    screenshot(page, artifacts, "playground-side-by-side")
     page.check("#blind")
     page.fill("#prompts-file", files["prompts"])
     page.click("#load-prompts")
