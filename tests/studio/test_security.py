@@ -80,6 +80,11 @@ def requests_for(path: str) -> dict[str, tuple[str, str, dict]]:
         "new run launch": ("POST", "/api/new/launch", {"json": {"values": values}}),
         "new run estimate": ("POST", "/api/new/estimate", {"json": {"values": values}}),
         "new run model": ("POST", "/api/new/launch", {"json": {"values": model_values}}),
+        "new run translation model": (
+            "POST",
+            "/api/new/launch",
+            {"json": {"values": {**model_values, "model.name": "ok", "data.augment.translate_to": path}}},
+        ),
         "playground prompts": ("GET", "/api/playground/prompts", {"params": {"file": path}}),
         "run detail": ("GET", "/api/runs/detail", {"params": {"key": str(Path(path).parent / "run")}}),
         "run report": ("GET", "/api/runs/report", {"params": {"key": str(Path(path).parent / "run")}}),
@@ -106,6 +111,12 @@ def test_no_endpoint_reaches_outside_the_workspace(client: TestClient, places: t
         assert SECRET not in response.text, name
     assert {p: p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before  # nothing written out there
     assert not list(workspace.glob("*.audit.json"))
+
+
+def test_a_data_mix_naming_more_files_is_not_launched(client: TestClient) -> None:
+    values = {"model.name": "ok", "data.train": "ok.jsonl", "data.mix": [{"name": "b", "train": "../outside/x"}]}
+    refused = client.post("/api/new/launch", json={"values": values})
+    assert refused.status_code == 400 and "data.mix" in refused.json()["error"]
 
 
 def test_files_inside_the_workspace_still_open(client: TestClient) -> None:

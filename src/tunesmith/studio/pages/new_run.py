@@ -53,9 +53,18 @@ def _yaml(raw: dict[str, Any]) -> str:
 def resolved(workspace: Workspace, raw: dict[str, Any]) -> dict[str, Any]:
     """The config with every file it names resolved inside the workspace (refused when outside or missing)."""
     raw = copy.deepcopy(raw)
+    if (raw.get("data") or {}).get("mix"):  # more files in each entry: not confined here, so not accepted
+        raise TunesmithError(
+            "data.mix (multi-task mixes) is not launched from the studio.\n"
+            "  fix: write it in the YAML and run it with `tunesmith run` in the workspace"
+        )
     model = raw.get("model") or {}
     if isinstance(model.get("name"), str) and model["name"].strip():
         model["name"] = workspace.model_name(model["name"])
+    augment = (raw.get("data") or {}).get("augment") or {}
+    for key in ("translate_to", "translate_back"):  # translation models: an alias, a hub id or a workspace folder
+        if isinstance(augment.get(key), str) and augment[key].strip():
+            augment[key] = workspace.model_name(augment[key])
     for key in (*config_form.PATH_KEYS, "eval.graders", "data.augment.synonyms"):
         section, _, rest = key.partition(".")
         node = raw.get(section)
