@@ -80,6 +80,11 @@ def requests_for(path: str) -> dict[str, tuple[str, str, dict]]:
         "new run launch": ("POST", "/api/new/launch", {"json": {"values": values}}),
         "new run estimate": ("POST", "/api/new/estimate", {"json": {"values": values}}),
         "new run model": ("POST", "/api/new/launch", {"json": {"values": model_values}}),
+        "new run judge model": (
+            "POST",
+            "/api/new/launch",
+            {"json": {"values": {**model_values, "model.name": "ok", "eval.grading.judge_model": path}}},
+        ),
         "new run translation model": (
             "POST",
             "/api/new/launch",

@@ -61,6 +61,7 @@ def resolved(workspace: Workspace, raw: dict[str, Any]) -> dict[str, Any]:
     model = raw.get("model") or {}
     if isinstance(model.get("name"), str) and model["name"].strip():
         model["name"] = workspace.model_name(model["name"])
+    _confine_models(workspace, raw.get("eval") or {})
     augment = (raw.get("data") or {}).get("augment") or {}
     for key in ("translate_to", "translate_back"):  # translation models: an alias, a hub id or a workspace folder
         if isinstance(augment.get(key), str) and augment[key].strip():
@@ -79,6 +80,19 @@ def resolved(workspace: Workspace, raw: dict[str, Any]) -> dict[str, Any]:
                 if isinstance(value.get(side), str):
                     value[side] = str(workspace.path(value[side], f"{key}.{side}", must_exist=True))
     return raw
+
+
+def _confine_models(workspace: Workspace, node: Any) -> None:
+    """Every model a grader or judge names in ``eval`` (``model``, ``judge_model``), confined like ``model.name``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("model", "judge_model") and isinstance(value, str) and value.strip():
+                node[key] = workspace.model_name(value)
+            else:
+                _confine_models(workspace, value)
+    elif isinstance(node, list):
+        for item in node:
+            _confine_models(workspace, item)
 
 
 @router.post("/api/new/check")
