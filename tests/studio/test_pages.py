@@ -344,3 +344,26 @@ def test_ship_serves_a_run_and_stops_it(studio: Running, browser, first_run) -> 
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/models", timeout=5)
     page.close()
+
+
+def test_a_cli_runs_curve_follows_its_metrics_file(studio: Running, browser) -> None:
+    """A run made with `tunesmith run` in the workspace: its page follows the lines its metrics.jsonl gains."""
+    folder = studio.workspace / "runs" / "cli-live"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("model: {name: tiny}\ndata: {train: chat.jsonl}\ntraining: {max_steps: 5}\n")
+    (folder / "state.json").write_text(json.dumps({"stages": {"prepare": {"rows": {"train": 16}}}}))
+    metrics = folder / "metrics.jsonl"
+
+    def log(steps: range) -> None:
+        with metrics.open("a", encoding="utf-8") as out:
+            for step in steps:
+                out.write(json.dumps({"step": step, "train_loss": 3.0 / step, "lr": 1e-4, "elapsed_s": step}) + "\n")
+
+    log(range(1, 4))
+    page = browser.new_page()
+    page.goto(f"{studio.url}/runs/view?key=runs/cli-live")
+    page.wait_for_function("document.getElementById('loss-chart').dataset.pointsloss === '3'")
+    assert "step 3 of 5" in page.inner_text("#progress")
+    log(range(4, 6))
+    page.wait_for_function("document.getElementById('loss-chart').dataset.pointsloss === '5'", timeout=10_000)
+    page.close()
