@@ -91,7 +91,8 @@ async def _file_frames(studio: Studio, view: RunView, request: Request, after: s
     assert view.dir is not None
     path: Path = view.dir / "metrics.jsonl"
     offset = int(after) if after and after.isdigit() else 0
-    yield frame("status", {"status": view.status, **progress(view, [])})
+    if not path.is_file():  # nothing logged yet; once it is, each batch of points brings its status
+        yield frame("status", {"status": view.status, **progress(view, [])})
     idle = 0.0
     while not await request.is_disconnected():
         chunk = b""
@@ -108,6 +109,8 @@ async def _file_frames(studio: Studio, view: RunView, request: Request, after: s
             points = [point(r) for r in rows if isinstance(r.get("step"), int)]
             if points:
                 yield frame("points", points, str(offset))
+                last = [r for r in rows if isinstance(r.get("step"), int)][-1]
+                yield frame("status", {"status": view.status, **progress(view, [last])})
             idle = 0.0
         elif view.status == "finished" or idle > 60:  # a finished run, or one nobody writes to any more
             yield frame("end", {"status": view.status})
