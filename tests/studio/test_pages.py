@@ -144,7 +144,7 @@ def test_data_page_counts_tokens_and_shows_what_is_trained(studio: Running, brow
     page.close()
 
 
-def test_the_audit_sends_its_flagged_rows_to_annotate_first(studio: Running, browser, tmp_path) -> None:
+def test_the_audit_sends_its_flagged_rows_to_annotate_first(studio: Running, browser, tmp_path, artifacts) -> None:
     lines = (SST2 / "train.tsv").read_text(encoding="utf-8").splitlines()[1:41]
     rows = [{"text": t, "label": "positive" if y == "1" else "negative"} for t, y in (x.split("\t") for x in lines)]
     reviews = tmp_path / "reviews.jsonl"
@@ -160,6 +160,7 @@ def test_the_audit_sends_its_flagged_rows_to_annotate_first(studio: Running, bro
     page.click("#to-annotate")
     page.wait_for_selector("li.row.current")
     assert page.get_attribute("li.row.current", "data-row") == str(flagged[0])  # the likely error comes first
+    screenshot(page, artifacts, "annotate")
     page.close()
 
 
