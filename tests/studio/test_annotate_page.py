@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from tunesmith.data.labelfile import LabelSet
 from tunesmith.studio.app import create_app
+from tunesmith.studio.context import Settings
 from tunesmith.studio.store import Change, Conflict, apply_change, load_rows, text_hash
 
 ROWS = [
@@ -33,6 +29,12 @@ ROWS = [
 ]
 
 
+def studio_client(workspace: Path) -> TestClient:
+    """The studio in-process (no workers), confined to ``workspace``."""
+    app = create_app(Settings(workspace=workspace), workers=False)
+    return TestClient(app, base_url="http://127.0.0.1:7860")
+
+
 def write_rows(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
@@ -45,39 +47,6 @@ def file_rows(path: Path) -> list[dict]:
 def trail(path: Path) -> list[dict]:
     target = path.parent / "annotations.jsonl"
     return file_rows(target) if target.is_file() else []
-
-
-@pytest.fixture(scope="module")
-def studio_url() -> Iterator[str]:
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the studio did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the studio tests drive Chromium with Playwright: pip install -e '.[dev]'")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Chromium is needed for this test; `make browser` installs Debian's chromium package"
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 def open_file(page: object, url: str, path: Path, labels: str = "positive,negative", annotator: str = "alice") -> None:
@@ -172,7 +141,7 @@ def test_file_without_text_column_gives_a_clear_message(studio_url, browser, tmp
 def test_label_outside_the_set_is_refused_and_flagged(tmp_path) -> None:
     data = write_rows(tmp_path / "reviews.jsonl", [*ROWS, {"text": "meh", "label": "neutral"}])
     before = data.read_bytes()
-    client = TestClient(create_app())
+    client = studio_client(tmp_path)
     shown = client.get("/api/annotate/rows", params={"file": str(data), "labels": "positive,negative"}).json()
     flagged = [r["row"] for r in shown["rows"] if r["outside_label_set"]]
     assert flagged == [6]
@@ -220,7 +189,7 @@ def test_likely_errors_from_the_audit_come_first_and_reviewed_rows_last(tmp_path
     data = write_rows(tmp_path / "reviews.jsonl", ROWS)
     issue = {"index": 1, "line": 2, "text": ROWS[1]["text"], "label": "negative", "suggested": "positive"}
     (tmp_path / "reviews.jsonl.audit.json").write_text(json.dumps({"label_issues": {"rows": [issue]}}))
-    client = TestClient(create_app())
+    client = studio_client(tmp_path)
     shown = client.get("/api/annotate/rows", params={"file": str(data), "labels": "positive,negative"}).json()
     assert [r["row"] for r in shown["rows"]][:4] == [1, 4, 5, 3]
     assert shown["rows"][0]["suggested"] == "positive" and shown["progress"]["flagged"] == 1

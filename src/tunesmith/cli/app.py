@@ -189,14 +189,37 @@ def serve(
 
 @app.command()
 def studio(
+    workspace: Path = typer.Option(Path("."), "--workspace", help="The one folder the studio reads and writes."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default serves this machine only."),
     port: int = typer.Option(7860, "--port", help="TCP port."),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="TUNESMITH_STUDIO_TOKEN",
+        help="Require this token (made up when --host is not loopback).",
+    ),
+    allow_host: list[str] = typer.Option([], "--allow-host", help="Another host name the studio is reached by."),
+    store: str | None = StoreOpt,
+    workers: int = typer.Option(1, "--workers", min=0, help="Worker threads running the studio's jobs."),
+    max_upload_bytes: int = typer.Option(256 * 2**20, "--max-upload-bytes", min=1, help="Largest data upload."),
 ) -> None:
-    """Open the local web app (Annotate: review labels with the keyboard, most needed rows first)."""
-    from tunesmith.studio.app import serve as serve_studio
+    """The browser studio: data, new runs, live runs, compare, playground with blind A/B, ship, annotate."""
+    import secrets
 
-    err.print(f"tunesmith studio on http://{host}:{port}/ (Ctrl+C stops it)")
-    serve_studio(host, port)
+    from tunesmith.studio.app import serve as serve_studio
+    from tunesmith.studio.context import Settings
+    from tunesmith.studio.security import is_loopback
+
+    if token is None and not is_loopback(host):
+        token = secrets.token_urlsafe(24)
+    settings = Settings(
+        workspace=workspace, host=host, token=token, allow_hosts=tuple(allow_host), store=store, workers=workers,
+        max_upload_bytes=max_upload_bytes,
+    )  # fmt: skip
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+    address = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    err.print(f"tunesmith studio on {address} (workspace {workspace.resolve()}; Ctrl+C stops it)", highlight=False)
+    serve_studio(settings, port)
 
 
 @app.command()
@@ -284,36 +307,13 @@ def estimate(
     as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
 ) -> None:
     """Predict peak memory and time per epoch of training (prepares the data first if needed)."""
-    from transformers import AutoConfig
-
-    from tunesmith.data.render import ensure_chat_template
-    from tunesmith.engine.estimate import estimate as predict_cost
-    from tunesmith.models.adapt import supports_packing
-    from tunesmith.models.load import load_tokenizer
-    from tunesmith.models.resolve import resolve_model
-    from tunesmith.pipeline.encoding import encode_split
+    from tunesmith.pipeline.estimate import estimate_run
     from tunesmith.pipeline.run import Run
 
     run_ = Run.from_file(config, overrides)
     run_.open()
-    if not run_.dir.is_done("prepare"):
-        run_.prepare()
+    result = estimate_run(run_, device)
     cfg = run_.config
-    resolved = resolve_model(cfg.model.name)
-    tokenizer = load_tokenizer(cfg.model, resolved)
-    ensure_chat_template(tokenizer)
-    examples = encode_split(run_, "train", tokenizer)
-    model_config = AutoConfig.from_pretrained(resolved.location, trust_remote_code=cfg.model.trust_remote_code)
-    result = predict_cost(
-        model_config,
-        cfg.method,
-        cfg.training,
-        [len(e.input_ids) for e in examples],
-        [e.n_targets for e in examples],
-        device=device,
-        packing=cfg.training.packing and supports_packing(cfg.method),
-        tokenizer_path=resolved.location,
-    )
     if as_json:
         out.print_json(json.dumps(result.to_dict()))
         return

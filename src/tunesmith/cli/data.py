@@ -61,7 +61,7 @@ def preview(
 ) -> None:
     """Print rendered training examples with the trained tokens marked ⟦like this⟧ (and highlighted)."""
     from tunesmith.data.prepare import prepare_data
-    from tunesmith.data.render import IGNORE_INDEX, encode_chat, ensure_chat_template
+    from tunesmith.data.render import encode_chat, ensure_chat_template
     from tunesmith.data.tokens import TokenCounter
     from tunesmith.models.load import load_tokenizer
     from tunesmith.models.resolve import resolve_model
@@ -74,16 +74,10 @@ def preview(
     chats = prepare_data(cfg.data, cfg.task, cfg.training.seed, tokens=tokens).splits["train"][:n]
     for chat in chats:
         encoded = encode_chat(chat, tokenizer, cfg.task.train_on, cfg.training.max_seq_len)
-        pieces, current, trained = [], [], False
-        for token, label in [*zip(encoded.input_ids, encoded.labels, strict=True), (None, None)]:
-            is_trained = label is not None and label != IGNORE_INDEX
-            if token is None or is_trained != trained:
-                if current:
-                    text = escape(tokenizer.decode(current))
-                    pieces.append(f"[bold green]⟦{text}⟧[/]" if trained else f"[dim]{text}[/]")
-                current, trained = [], is_trained
-            if token is not None:
-                current.append(token)
+        pieces = [
+            f"[bold green]⟦{escape(text)}⟧[/]" if trained else f"[dim]{escape(text)}[/]"
+            for text, trained in encoded.pieces(tokenizer)
+        ]
         out.rule(f"{escape(chat.source)}: {len(encoded.input_ids)} tokens, {encoded.n_targets} trained")
         out.print("".join(pieces))
         if encoded.truncated:

@@ -32,6 +32,21 @@ class Encoded:
     def n_targets(self) -> int:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
 
+    def pieces(self, tokenizer: Any) -> list[tuple[str, bool]]:
+        """The text in runs of trained / untrained tokens: ``(text, trained)``, what ``data preview`` marks."""
+        out: list[tuple[str, bool]] = []
+        current: list[int] = []
+        trained = False
+        for token, label in [*zip(self.input_ids, self.labels, strict=True), (None, None)]:
+            is_trained = label is not None and label != IGNORE_INDEX
+            if token is None or is_trained != trained:
+                if current:
+                    out.append((tokenizer.decode(current), trained))
+                current, trained = [], is_trained
+            if token is not None:
+                current.append(token)
+        return out
+
 
 def ensure_chat_template(tokenizer: Any) -> bool:
     """Give a tokenizer without a chat template the fallback one; return True if it was added."""

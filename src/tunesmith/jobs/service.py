@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from tunesmith.jobs.db import new_id, now
 from tunesmith.jobs.events import add_event
-from tunesmith.jobs.spec import JobRequestError, build_spec
+from tunesmith.jobs.spec import JobRequestError, JobSpec, build_spec
 from tunesmith.jobs.store import Store
 from tunesmith.jobs.tables import checkpoints, events, jobs, models
 
@@ -39,17 +39,46 @@ def create_job(store: Store, owner: str, body: dict[str, Any]) -> dict[str, Any]
         store.files.path(valid["id"]) if valid else None,
         int((train.get("check") or {}).get("valid_rows") or 1),
     )
+    fields = {"model": model, "training_file": train["id"], "validation_file": valid["id"] if valid else None}
+    fields |= {"suffix": suffix, "meta": metadata}
+    opening = [f"Validating training file: {train['id']}", "Files validated, moving job to queued state"]
+    return _queue_job(store, owner, spec, fields, opening)
+
+
+def create_local_job(
+    store: Store, owner: str, config: dict[str, Any], metadata: dict[str, str] | None
+) -> dict[str, Any]:
+    """A job whose run config names its own data files on this machine: the studio's, whose files lie in its
+    workspace. Never reachable over HTTP, where a job's data are its uploaded files (``create_job``)."""
+    from tunesmith.core.config import validate_config
+    from tunesmith.core.errors import ConfigError
+
+    config = {k: v for k, v in config.items() if k != "output"}
+    for key in ("stages", "sweep"):
+        if key in config:
+            raise JobRequestError(f"{key} is not accepted in a job (one run per job)", key)
+    try:
+        validated = validate_config({**config, "output": {"dir": "runs", "name": "check"}}, source="config")
+    except ConfigError as exc:
+        raise JobRequestError(str(exc), "config") from None
+    seed = validated.training.seed
+    kind = {"dpo": "dpo", "grpo": "reinforcement"}.get(validated.task.name, "supervised")
+    spec = JobSpec({"type": kind}, {}, config, seed, [])
+    fields = {"model": validated.model.name, "training_file": None, "validation_file": None, "suffix": None}
+    fields["meta"] = _metadata(metadata)
+    return _queue_job(
+        store, owner, spec, fields, [f"Run config checked ({validated.task.name}, {validated.method.name})"]
+    )
+
+
+def _queue_job(store: Store, owner: str, spec: JobSpec, fields: dict[str, Any], opening: list[str]) -> dict[str, Any]:
     job_id = new_id("ftjob")
     spec.config["output"] = {"dir": str(store.runs), "name": job_id}
     row = {
         "id": job_id,
         "owner": owner,
-        "model": model,
-        "training_file": train["id"],
-        "validation_file": valid["id"] if valid else None,
-        "suffix": suffix,
+        **fields,
         "seed": spec.seed,
-        "meta": metadata,
         "method": spec.method,
         "hyperparameters": spec.hyperparameters,
         "config": spec.config,
@@ -61,8 +90,8 @@ def create_job(store: Store, owner: str, body: dict[str, Any]) -> dict[str, Any]
     }
     with store.engine.begin() as connection:
         connection.execute(jobs.insert().values(**row))
-        add_event(connection, job_id, f"Validating training file: {train['id']}")
-        add_event(connection, job_id, "Files validated, moving job to queued state")
+        for message in opening:
+            add_event(connection, job_id, message)
         for note in spec.notes:
             add_event(connection, job_id, note, level="warn")
     return get_job(store, owner, job_id) or row
@@ -169,6 +198,18 @@ def list_events(
 ) -> tuple[list[dict[str, Any]], bool] | None:
     """Newest first, as OpenAI lists them; ``after``: an event id, continue with older ones."""
     return _page(store, owner, job_id, events, after, limit)
+
+
+def events_after(
+    store: Store, owner: str, job_id: str, after_seq: int, limit: int = 1000
+) -> list[dict[str, Any]] | None:
+    """The job's events after ``after_seq``, oldest first (what a live view appends); None for no such job."""
+    if get_job(store, owner, job_id) is None:
+        return None
+    query = events.select().where(events.c.job_id == job_id, events.c.seq > after_seq)
+    with store.engine.connect() as connection:
+        rows = connection.execute(query.order_by(events.c.seq).limit(limit)).mappings().all()
+    return [dict(r) for r in rows]
 
 
 def list_checkpoints(

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import secrets
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -27,7 +25,16 @@ from tunesmith.jobs.service import owned_models
 from tunesmith.server import schemas
 from tunesmith.server.http import APIError, Body, read_json, schema_validate
 from tunesmith.server.jobs_api import JobsFace, add_job_routes
-from tunesmith.ship.inference import Generation, ModelPool, Sampling, Served, chat_prompt, generate, text_prompt
+from tunesmith.ship.inference import (
+    Generation,
+    ModelPool,
+    Sampling,
+    Served,
+    TokenStream,
+    chat_prompt,
+    generate,
+    text_prompt,
+)
 
 log = logging.getLogger("tunesmith.server")
 
@@ -219,37 +226,6 @@ def locked_classify(pool: ModelPool, served: Served, texts: list[str]) -> list[d
 def locked_generate(pool: ModelPool, served: Served, prompt: list[int], sampling: Sampling) -> Generation:
     with pool.lock:
         return generate(served, prompt, sampling)
-
-
-class TokenStream:
-    """A generation running in its own thread (holding the pool's lock), read piece by piece from a queue.
-
-    ``cancel()`` makes the generation stop at its next token and release the lock: used when a client disconnects.
-    """
-
-    def __init__(self, pool: ModelPool, served: Served, prompt: list[int], sampling: Sampling) -> None:
-        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self.cancelled = threading.Event()
-
-        def work() -> None:
-            try:
-                with pool.lock:
-                    result = generate(served, prompt, sampling, self._put_text, self.cancelled.is_set)
-                self.events.put(("done", result))
-            except Exception as exc:
-                log.exception("streamed generation failed")
-                self.events.put(("error", exc))
-
-        threading.Thread(target=work, name="tunesmith-generate", daemon=True).start()
-
-    def _put_text(self, text: str) -> None:
-        self.events.put(("text", text))
-
-    def next(self) -> tuple[str, Any]:
-        return self.events.get()
-
-    def cancel(self) -> None:
-        self.cancelled.set()
 
 
 def stream(pool: ModelPool, served: Served, prompt: list[int], sampling: Sampling) -> TokenStream:

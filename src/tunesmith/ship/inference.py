@@ -7,6 +7,8 @@ activated per request). Generation is guarded by one lock, so concurrent callers
 from __future__ import annotations
 
 import contextlib
+import logging
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ from tunesmith.core.errors import TunesmithError
 from tunesmith.models.adapt import PEFT_METHODS
 from tunesmith.models.load import load_causal_lm
 from tunesmith.pipeline.trained import TrainedRun
+
+log = logging.getLogger("tunesmith.inference")
 
 
 @dataclass
@@ -213,6 +217,37 @@ def generate(
     text = stops.finish()
     stopped = stops.hit or (bool(new) and new[-1] in served.eos_ids)
     return Generation(text, len(prompt_ids), len(new), "stop" if stopped else "length")
+
+
+class TokenStream:
+    """A generation running in its own thread (holding the pool's lock), read piece by piece from a queue.
+
+    ``cancel()`` makes the generation stop at its next token and release the lock: used when a client disconnects.
+    """
+
+    def __init__(self, pool: ModelPool, served: Served, prompt: list[int], sampling: Sampling) -> None:
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.cancelled = threading.Event()
+
+        def work() -> None:
+            try:
+                with pool.lock:
+                    result = generate(served, prompt, sampling, self._put_text, self.cancelled.is_set)
+                self.events.put(("done", result))
+            except Exception as exc:
+                log.exception("streamed generation failed")
+                self.events.put(("error", exc))
+
+        threading.Thread(target=work, name="tunesmith-generate", daemon=True).start()
+
+    def _put_text(self, text: str) -> None:
+        self.events.put(("text", text))
+
+    def next(self) -> tuple[str, Any]:
+        return self.events.get()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
 
 
 class _Streamer:

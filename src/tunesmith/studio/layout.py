@@ -11,5 +11,8 @@ _env = Environment(loader=PackageLoader("tunesmith.studio", "templates"), autoes
 
 
 def render(request: Request, template: str, active: str, **context: Any) -> str:
-    """A page inside the shared layout (menu of every page, the active one marked)."""
-    return _env.get_template(template).render(pages=request.app.state.pages, active=active, **context)
+    """A page inside the shared layout (menu of every page, the active one marked, the workspace named)."""
+    studio = request.app.state.studio
+    return _env.get_template(template).render(
+        pages=request.app.state.pages, active=active, workspace=str(studio.workspace.root), **context
+    )

@@ -1,4 +1,4 @@
-"""Studio pages. A page is a module with ``PAGE = Page(...)``; add it to ``PAGES`` and it appears in the menu."""
+"""Studio pages. A page is a module with ``PAGE = Page(...)``; add it to ``pages()`` and it appears in the menu."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class Page:
 
 
 def pages() -> list[Page]:
-    """Every page in menu order (later issues add prepare, train and watch, compare, chat)."""
-    from tunesmith.studio.pages import annotate
+    """Every page in menu order: the workflow from data to a shipped model, then annotation."""
+    from tunesmith.studio.pages import annotate, compare, data, new_run, playground, runs, ship
 
-    return [annotate.PAGE]
+    return [data.PAGE, new_run.PAGE, runs.PAGE, compare.PAGE, playground.PAGE, ship.PAGE, annotate.PAGE]
