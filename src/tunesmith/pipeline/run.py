@@ -156,6 +156,12 @@ class Run(TrainedRun):
             console.print(f"  dropped by reason {report['dropped']}; report: {self.dir.data / 'report.json'}")
         for note in report.get("notes", []):
             console.print(f"  [yellow]note:[/] {note}")
+        unused = list(dict.fromkeys(c for cols in report.get("unused_columns", {}).values() for c in cols))
+        if unused:  # said once for all splits: a column the user may have meant to train on
+            console.print(
+                f"  [yellow]note:[/] columns not used: {', '.join(unused)} (data.text_template or data.columns "
+                "would use them; listed in data/report.json)"
+            )
         if cfg.data.audit:
             self._audit_data()
         self.dir.mark_done("prepare", report)
