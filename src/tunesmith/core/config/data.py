@@ -261,12 +261,8 @@ class DataConfig(Section):
     @field_validator("tag_scheme", mode="before")
     @classmethod
     def _scheme_alias(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            known = TAG_SCHEME_ALIASES.get(value.strip().upper())
-            if known is None:
-                raise ValueError(f"unknown tag scheme {value!r}; expected one of IOB1, BIO (or IOB2), BIOES (or IOBES)")
-            return known
-        return value
+        # IOB2 and IOBES are other names of BIO and BIOES; anything else is refused by the Literal, with its key
+        return TAG_SCHEME_ALIASES.get(value.strip().upper(), value) if isinstance(value, str) else value
 
     @field_validator("label_names", mode="before")
     @classmethod
