@@ -21,13 +21,15 @@ from tunesmith.data.fields import (
 from tunesmith.data.messages import parse_messages, prompt_messages, reply, transcript_messages
 from tunesmith.data.records import Chat, Feedback, Labeled, Message, Pair, Preference, Record, Tagged, Text
 from tunesmith.data.tag_schemes import SchemeError, to_bio
+from tunesmith.data.tools import parse_tools
 
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 SHAREGPT_ROLES |= {"chatgpt": "assistant", "bard": "assistant", "model": "assistant"}
 
 
 def _messages(values: dict[str, Any], fmt: RowFormat) -> Chat:
-    return Chat(parse_messages(values.get("messages")))
+    tools = parse_tools(values.get("tools"))
+    return Chat(parse_messages(values.get("messages"), tools=tools), tools=tools.definitions if tools else None)
 
 
 def _sharegpt(values: dict[str, Any], fmt: RowFormat) -> Chat:
