@@ -17,6 +17,7 @@ from tunesmith.cli.data import data_app
 from tunesmith.cli.show import out, print_evaluation, print_table
 from tunesmith.core.config import load_config
 from tunesmith.core.errors import TunesmithError
+from tunesmith.core.logs import quiet_libraries
 
 app = typer.Typer(
     add_completion=False,
@@ -343,7 +344,8 @@ def main() -> None:
     if debug:
         sys.argv.remove("--debug")
     try:
-        app()
+        with quiet_libraries(debug):  # library tables and warnings: runs/<name>/logs/libraries.log
+            app()
     except TunesmithError as exc:
         if debug:
             raise

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tunesmith.core.config import DataConfig, ParallelFiles
 from tunesmith.core.errors import DataError
+from tunesmith.core.progress import Progress
 from tunesmith.data.formats import RowFormat, check_columns, detect_format, rows_to_records, unused_columns
 from tunesmith.data.load import iter_source, read_parallel
 from tunesmith.data.records import Record
@@ -89,17 +90,19 @@ def load_records(spec: str | Path | ParallelFiles, data: DataConfig, reader: str
     records: list[Record] = []
     rows_in = len(rejects)
     chunk = head
-    for item in itertools.chain(stream, [None]):
-        if isinstance(item, Reject):
-            rejects.append(item)
-            rows_in += 1
-            continue
-        if item is not None:
-            chunk.append(item)
-        if len(chunk) >= CHUNK_ROWS or (item is None and chunk):
-            converted, bad = rows_to_records(spec, chunk, fmt)
-            records += converted
-            rejects += bad
-            rows_in += len(chunk)
-            chunk = []
+    with Progress(None, f"read {Path(str(spec)).name}", unit="rows") as progress:
+        for item in itertools.chain(stream, [None]):
+            progress.advance()
+            if isinstance(item, Reject):
+                rejects.append(item)
+                rows_in += 1
+                continue
+            if item is not None:
+                chunk.append(item)
+            if len(chunk) >= CHUNK_ROWS or (item is None and chunk):
+                converted, bad = rows_to_records(spec, chunk, fmt)
+                records += converted
+                rejects += bad
+                rows_in += len(chunk)
+                chunk = []
     return Loaded(records, rejects, kind, rows_in, unused_columns(seen, fmt))

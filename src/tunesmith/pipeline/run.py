@@ -17,6 +17,7 @@ from tunesmith.core.config import RunConfig, load_config, validate_config
 from tunesmith.core.console import console
 from tunesmith.core.errors import TunesmithError
 from tunesmith.core.fs import atomic_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
+from tunesmith.core.logs import attach as attach_logs
 from tunesmith.data.prepare import load_eval_chats, prepare_data, write_prepared
 from tunesmith.data.records import record_from_dict
 from tunesmith.data.render import ensure_chat_template
@@ -99,6 +100,7 @@ class Run(TrainedRun):
             shutil.rmtree(self.dir.root)
         self.dir.root.mkdir(parents=True, exist_ok=True)
         write_text(self.dir.config, resolved)
+        attach_logs(self.dir.root / "logs")
 
     def record_environment(self) -> None:
         """Write ``environment.json``: the versions, machine and seeds of this process (prepare and train call it,
