@@ -231,7 +231,16 @@ def audit(
     save: Path | None = typer.Option(None, "--save", help="Also write the audit as JSON here (the studio reads it)."),
     text_column: str | None = typer.Option(None, "--text-column", help="Column holding the text (default: text)."),
     label_column: str = typer.Option("label", "--label-column", help="Column holding the label."),
-    model: str = typer.Option("minilm-l6", "--model", "-m", help="Sentence-embedding encoder."),
+    model: str = typer.Option(
+        "minilm-l6", "--model", "-m", help="Encoder (embeddings; fine-tuned by --scorer finetune)."
+    ),
+    scorer: str = typer.Option(
+        "embeddings",
+        "--scorer",
+        help="Label errors from: embeddings (frozen, + logistic regression; seconds) or finetune (a head "
+        "fine-tuned per fold; minutes). See docs/annotate.md.",
+    ),
+    run: Path | None = typer.Option(None, "--run", help="Score label errors with this trained classify run instead."),
     folds: int = typer.Option(5, "--folds", min=2, help="Folds for out-of-fold probabilities."),
     clusters: int | None = typer.Option(
         None, "--clusters", min=2, help="Number of k-means clusters (default ~sqrt(n/2))."
@@ -241,8 +250,16 @@ def audit(
     """Likely label errors (confident learning), clusters, outliers and duplicates: what needs a person's look."""
     from tunesmith.core.fs import write_json
     from tunesmith.curate.audit import audit_file, format_text
+    from tunesmith.curate.audit_scorers import SCORERS
 
-    report = audit_file(file, text_column, label_column, model, folds, clusters)
+    if scorer not in SCORERS:
+        raise ConfigError(f"--scorer {scorer!r}: expected one of {', '.join(SCORERS)}")
+    chosen: typing.Any = scorer
+    if run is not None:
+        from tunesmith.pipeline.audit_run import run_scorer
+
+        chosen = run_scorer(run)
+    report = audit_file(file, text_column, label_column, model, folds, clusters, scorer=chosen)
     if save:
         write_json(save, report)
     if as_json:

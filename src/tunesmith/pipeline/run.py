@@ -176,7 +176,10 @@ class Run(TrainedRun):
         try:
             if not isinstance(source, str) or source.startswith("hf:"):
                 raise TunesmithError(f"data.audit reads a local file with a text column, not {source}")
-            audit = audit_file(source, label_column=self.config.data.label_column, seed=self.config.training.seed)
+            data = self.config.data
+            audit = audit_file(
+                source, label_column=data.label_column, seed=self.config.training.seed, scorer=data.audit_scorer
+            )
         except TunesmithError as exc:  # an audit that cannot be made must not stop the run
             console.print(f"  [yellow]audit skipped:[/] {exc}")
             audit = {"file": str(source), "error": str(exc)}

@@ -221,6 +221,12 @@ class DataConfig(Section):
         description="During prepare, audit the training file (likely label errors, clusters, outliers, duplicates; "
         "as `tunesmith data audit`, with minilm-l6) into data/audit.json; the report shows it.",
     )
+    audit_scorer: Literal["embeddings", "finetune"] = Field(
+        "embeddings",
+        description="How data.audit scores label errors: embeddings (frozen minilm-l6 embeddings + logistic "
+        "regression, k-fold; seconds) or finetune (minilm-l6 with a classification head trained briefly per fold; "
+        "minutes on a CPU). Measured on planted flips: docs/benchmarks.md.",
+    )
     replay: float = Field(
         0.0,
         ge=0.0,
