@@ -62,6 +62,7 @@ def test_the_report_names_its_scorer_and_whether_its_accuracy_is_out_of_fold(tmp
     assert "scorer run: accuracy (not out-of-fold) 100.0%" in format_text(report)
 
 
+@pytest.mark.slow
 def test_a_head_fine_tuned_per_fold_finds_planted_flips_better_than_chance(tmp_path: Path) -> None:
     """minilm-l6 (the real encoder) on 120 short SST-2 sentences, 10% flipped; 3 folds of 3 short epochs."""
     from sklearn.metrics import roc_auc_score
