@@ -89,7 +89,9 @@ def test_audit_finds_flipped_sst2_labels_planted_duplicates_and_an_outlier(tmp_p
     flipped = [i + (i >= 500) for i in flipped]  # positions after the inserted outlier
     data = write_jsonl(tmp_path / "sst2.jsonl", rows)
 
-    result = run_cli("data", "audit", str(data), "--json", "--save", str(tmp_path / "audit.json"))
+    result = run_cli(
+        "data", "audit", str(data), "--scorer", "embeddings", "--json", "--save", str(tmp_path / "audit.json")
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert json.loads((tmp_path / "audit.json").read_text()) == report
@@ -154,7 +156,8 @@ def test_a_run_with_data_audit_writes_it_and_its_report_shows_it(tiny_model_dir:
 
     train = tmp_path / "train.tsv"
     train.write_text("\n".join((SST2 / "train.tsv").read_text(encoding="utf-8").splitlines()[:201]) + "\n")
-    config = write_tiny_config(tmp_path, tiny_model_dir, data={"train": str(train), "audit": True})
+    data = {"train": str(train), "audit": True, "audit_scorer": "embeddings"}
+    config = write_tiny_config(tmp_path, tiny_model_dir, data=data)
     run = Run.from_file(config)
     run.open()
     run.prepare()

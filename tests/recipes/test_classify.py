@@ -69,6 +69,9 @@ def test_cli_run_learns_trec_and_beats_the_majority_class(trec_run: tuple[Path, 
     run_dir, result = trec_run
     assert result.returncode == 0, result.stderr
     assert "parameters trainable (100.00%)" in result.stderr
+    # Library tables and notices go to the run's log, not the terminal (a fresh head: transformers' LOAD REPORT).
+    assert "LOAD REPORT" not in result.stderr and "Setting accelerator" not in result.stdout + result.stderr
+    assert "LOAD REPORT" in (run_dir / "logs" / "libraries.log").read_text(encoding="utf-8")
     metrics = _read(run_dir / "eval" / "metrics.json")
     assert "base" not in metrics  # a fresh head has no meaningful base model
     tuned = metrics["tuned"]

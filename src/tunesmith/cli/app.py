@@ -18,6 +18,7 @@ from tunesmith.cli.jobs import HomeOpt, StoreOpt, keys_app, worker
 from tunesmith.cli.show import out, print_evaluation, print_table
 from tunesmith.core.config import load_config
 from tunesmith.core.errors import TrainingPaused, TunesmithError
+from tunesmith.core.logs import quiet_libraries
 
 app = typer.Typer(
     add_completion=False,
@@ -364,7 +365,8 @@ def main() -> None:
     if debug:
         sys.argv.remove("--debug")
     try:
-        app()
+        with quiet_libraries(debug):  # library tables and warnings: runs/<name>/logs/libraries.log
+            app()
     except TunesmithError as exc:
         if debug:
             raise

@@ -7,6 +7,7 @@ import typing
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -23,6 +24,21 @@ def check(
     fmt: str = typer.Option("auto", "--format", "-f", help="Row format (messages, labeled, ...) or reader (conll)."),
     model: str | None = typer.Option(None, "--model", "-m", help="Count tokens with this model's tokenizer."),
     against: str | None = typer.Option(None, "--against", help="Also report rows that occur in this other file."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Read the file with this run config's data settings (columns, header, ...)."
+    ),
+    header: bool | None = typer.Option(
+        None, "--header/--no-header", help="Whether the first row of a CSV/TSV/Excel file names the columns."
+    ),
+    columns: list[str] = typer.Option(
+        [], "--column", help="Map a column: text=review, text=0 (by position), text=review.body (repeatable)."
+    ),
+    sheet: str | None = typer.Option(None, "--sheet", help="Excel: the sheet to read."),
+    text_template: str | None = typer.Option(
+        None, "--text-template", help="Input text from columns: '{title}. {text}'."
+    ),
+    tag_column: str | None = typer.Option(None, "--tag-column", help="CoNLL: the tag column's position (-1: last)."),
+    tag_scheme: str | None = typer.Option(None, "--tag-scheme", help="IOB1, BIO or BIOES: check and convert tags."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Validate every row; print problems grouped by kind with line numbers. Exit 1 if any row has an error."""
@@ -32,7 +48,21 @@ def check(
     if fmt not in READERS and fmt not in typing.get_args(DataFormat):
         choices = ", ".join([*typing.get_args(DataFormat), *READERS])
         raise ConfigError(f"--format {fmt!r}: expected a row format or a reader, one of {choices}")
-    data = DataConfig(train=file, **({"reader": fmt} if fmt in READERS else {"format": fmt}))
+    settings = load_config(config).data.model_dump(exclude={"train", "validation", "test", "mix"}) if config else {}
+    if fmt != "auto":
+        settings["reader" if fmt in READERS else "format"] = fmt
+    for item in columns:
+        ours, sep, theirs = item.partition("=")
+        if not sep or not ours.strip() or not theirs.strip():
+            raise ConfigError(f"--column {item!r}: expected NAME=COLUMN, e.g. text=review or text=0")
+        settings.setdefault("columns", {})[ours.strip()] = theirs.strip()
+    given = {"header": header, "sheet": sheet, "text_template": text_template}
+    given |= {"tag_column": tag_column, "tag_scheme": tag_scheme}
+    settings |= {key: value for key, value in given.items() if value is not None}
+    try:
+        data = DataConfig(train=file, **settings)
+    except ValidationError as exc:
+        raise ConfigError(f"data check: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     tokenizer = max_tokens = None
     if model:
         from tunesmith.core.config import ModelConfig
@@ -195,7 +225,16 @@ def audit(
     save: Path | None = typer.Option(None, "--save", help="Also write the audit as JSON here (the studio reads it)."),
     text_column: str | None = typer.Option(None, "--text-column", help="Column holding the text (default: text)."),
     label_column: str = typer.Option("label", "--label-column", help="Column holding the label."),
-    model: str = typer.Option("minilm-l6", "--model", "-m", help="Sentence-embedding encoder."),
+    model: str = typer.Option(
+        "minilm-l6", "--model", "-m", help="Encoder (embeddings; fine-tuned by --scorer finetune)."
+    ),
+    scorer: str = typer.Option(
+        "embeddings",
+        "--scorer",
+        help="Label errors from: embeddings (frozen, + logistic regression; seconds) or finetune (a head "
+        "fine-tuned per fold; minutes). See docs/annotate.md.",
+    ),
+    run: Path | None = typer.Option(None, "--run", help="Score label errors with this trained classify run instead."),
     folds: int = typer.Option(5, "--folds", min=2, help="Folds for out-of-fold probabilities."),
     clusters: int | None = typer.Option(
         None, "--clusters", min=2, help="Number of k-means clusters (default ~sqrt(n/2))."
@@ -205,8 +244,16 @@ def audit(
     """Likely label errors (confident learning), clusters, outliers and duplicates: what needs a person's look."""
     from tunesmith.core.fs import write_json
     from tunesmith.curate.audit import audit_file, format_text
+    from tunesmith.curate.audit_scorers import SCORERS
 
-    report = audit_file(file, text_column, label_column, model, folds, clusters)
+    if scorer not in SCORERS:
+        raise ConfigError(f"--scorer {scorer!r}: expected one of {', '.join(SCORERS)}")
+    chosen: typing.Any = scorer
+    if run is not None:
+        from tunesmith.pipeline.audit_run import run_scorer
+
+        chosen = run_scorer(run)
+    report = audit_file(file, text_column, label_column, model, folds, clusters, scorer=chosen)
     if save:
         write_json(save, report)
     if as_json:

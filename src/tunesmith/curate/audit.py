@@ -1,7 +1,8 @@
 """``tunesmith data audit``: what in a labelled data file needs a person's attention.
 
-- likely label errors: out-of-fold probabilities of a quick model (sentence embeddings + logistic regression,
-  k-fold) fed to confident learning (cleanlab), ranked, each with the label the evidence suggests;
+- likely label errors: out-of-fold class probabilities (``audit_scorers``: frozen sentence embeddings + logistic
+  regression by default, or an encoder with a classification head fine-tuned per fold, or a trained run's classifier)
+  fed to confident learning (cleanlab), ranked, each with the label the evidence suggests;
 - coverage: embedding clusters (k-means) with sizes, example rows and class balance; near-empty and
   over-represented clusters; outliers (cleanlab's k-nearest-neighbour out-of-distribution score);
 - duplicates (exact and near, from the data pipeline's dedup), flagged when copies disagree on the label.
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from tunesmith.curate.audit_scorers import SCORERS, FineTune, Scorer, embedding_scorer, finetune_scorer
 from tunesmith.data.dedup import find_duplicates
 from tunesmith.data.labelfile import LabelFile, read_label_file
 
@@ -33,21 +35,34 @@ def audit_file(
     folds: int = 5,
     clusters: int | None = None,
     seed: int = 0,
+    scorer: str | Scorer = "embeddings",
 ) -> dict[str, Any]:
-    """Read a file, embed its texts and audit them (see ``audit``)."""
+    """Read a file, embed its texts and audit them (see ``audit``); ``scorer``: how label errors are scored
+    (``finetune``, ``embeddings`` or a ``Scorer``, e.g. a trained run's)."""
     from tunesmith.models.embed import embed_texts
 
+    if isinstance(scorer, str) and scorer not in SCORERS:
+        raise ValueError(f"unknown audit scorer {scorer!r}; expected one of {', '.join(SCORERS)}")
     data = read_label_file(path, text_column, label_column)
     embeddings = embed_texts(data.texts(), model)
-    report = audit(data, embeddings, folds=folds, clusters=clusters, seed=seed)
+    if scorer == "finetune":
+        scorer = finetune_scorer(FineTune(model=model))
+    chosen = None if scorer == "embeddings" else scorer  # None: logistic regression on the embeddings
+    report = audit(data, embeddings, folds=folds, clusters=clusters, seed=seed, scorer=chosen)
     report["embedding_model"] = model
     return report
 
 
 def audit(
-    data: LabelFile, embeddings: np.ndarray, folds: int = 5, clusters: int | None = None, seed: int = 0
+    data: LabelFile,
+    embeddings: np.ndarray,
+    folds: int = 5,
+    clusters: int | None = None,
+    seed: int = 0,
+    scorer: Scorer | None = None,
 ) -> dict[str, Any]:
-    """The audit of rows already read and embedded (one unit vector per row of ``data.items``)."""
+    """The audit of rows already read and embedded (one unit vector per row of ``data.items``); label errors are
+    scored by ``scorer`` (default: logistic regression on these embeddings)."""
     labels = [item.label(data.label_column) for item in data.items]
     counts = Counter(label for label in labels if label is not None)
     return {
@@ -59,7 +74,7 @@ def audit(
             "count": len(data.rejects),
             "rows": [r.to_dict() for r in data.rejects[:MAX_ISSUES]],
         },
-        "label_issues": label_issues(data, embeddings, labels, folds, seed),
+        "label_issues": label_issues(data, scorer or embedding_scorer(embeddings), labels, folds, seed),
         "clusters": cluster_report(data, embeddings, labels, clusters, seed),
         "outliers": outliers(data, embeddings),
         "duplicates": duplicates(data, labels),
@@ -78,12 +93,10 @@ def _row(data: LabelFile, index: int) -> dict[str, Any]:
 
 
 def label_issues(
-    data: LabelFile, embeddings: np.ndarray, labels: Sequence[str | None], folds: int, seed: int
+    data: LabelFile, scorer: Scorer, labels: Sequence[str | None], folds: int, seed: int
 ) -> dict[str, Any]:
-    """Rows whose label the out-of-fold model doubts, ranked by cleanlab (most likely wrong first)."""
+    """Rows whose label the scorer's probabilities doubt, ranked by cleanlab (most likely wrong first)."""
     from cleanlab.filter import find_label_issues
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     known = [i for i, label in enumerate(labels) if label is not None]
     classes = sorted({labels[i] for i in known})
@@ -93,11 +106,8 @@ def label_issues(
         note = "needs at least two labels with two labelled rows each"
         return {"method": None, "note": note, "count": 0, "rows": []}
     y = np.array([classes.index(labels[i]) for i in known])
-    x = embeddings[known]
-    classifier = LogisticRegression(max_iter=2000, C=1.0)
-    probs = cross_val_predict(
-        classifier, x, y, cv=StratifiedKFold(k, shuffle=True, random_state=seed), method="predict_proba"
-    )
+    scores = scorer([data.text(data.items[i]) for i in known], y, classes, k, seed)
+    probs = scores.probs
     ranked = find_label_issues(y, probs, return_indices_ranked_by="self_confidence")
     rows = []
     for j in ranked:
@@ -110,7 +120,9 @@ def label_issues(
         }
         rows.append(row)
     return {
-        "method": f"minilm embeddings + logistic regression, {k}-fold out-of-fold probabilities; cleanlab",
+        "method": scores.method,
+        "scorer": scores.scorer,
+        "out_of_fold": scores.out_of_fold,
         "oof_accuracy": round(float((probs.argmax(1) == y).mean()), 4),
         "count": len(rows),
         "rows": rows,
@@ -215,7 +227,8 @@ def format_text(report: dict[str, Any], top: int = 15) -> str:
     if issues.get("note"):
         lines.append(f"  {issues['note']}")
     if "oof_accuracy" in issues:
-        lines.append(f"  out-of-fold accuracy of the quick model: {issues['oof_accuracy']:.1%}")
+        kind = "out-of-fold accuracy" if issues.get("out_of_fold", True) else "accuracy (not out-of-fold)"
+        lines.append(f"  scorer {issues.get('scorer', 'embeddings')}: {kind} {issues['oof_accuracy']:.1%}")
     for r in issues["rows"][:top]:
         lines.append(
             f"  line {r['line']}: {r['label']} -> suggested {r['suggested']} "

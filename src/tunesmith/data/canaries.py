@@ -3,11 +3,12 @@ probe can measure how many a trained model gives back (Carlini et al., 2019, "Th
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
 from tunesmith.core.errors import ConfigError
-from tunesmith.data.records import Chat, Message
+from tunesmith.data.records import Chat
 
 OPENER = " (canary code "  # the text before a secret: the probe asks the model to continue it
 
@@ -24,7 +25,7 @@ def plant_canaries(train: list[Any], k: int, seed: int) -> list[dict[str, str]]:
         secret = "-".join(f"{rng.randrange(1000):03d}" for _ in range(3))
         last = max(i for i, m in enumerate(chat.messages) if m.role == "assistant")
         reply = chat.messages[last]
-        chat.messages[last] = Message(reply.role, f"{reply.content}{OPENER}{secret})", reply.weight)
+        chat.messages[last] = dataclasses.replace(reply, content=f"{reply.content}{OPENER}{secret})")
         chat.meta["canary"] = secret
         planted.append({"source": chat.source, "secret": secret})
     return planted

@@ -14,7 +14,8 @@ from typing import Any
 from tunesmith.core.config import DataConfig
 from tunesmith.core.errors import DataError
 from tunesmith.data.dedup import find_duplicates, find_overlap
-from tunesmith.data.formats import RowFormat, check_columns, detect_format, rows_to_records
+from tunesmith.data.formats import check_columns, detect_format, rows_to_records, unused_columns
+from tunesmith.data.ingest import read_options, row_format_of
 from tunesmith.data.load import load_source
 from tunesmith.data.pii import find_pii
 from tunesmith.data.record_text import dedup_text
@@ -51,6 +52,7 @@ class CheckResult:
     valid_rows: int = 0
     problems: list[Problem] = field(default_factory=list)
     tokens: dict[str, Any] | None = None
+    unused_columns: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Problem]:
@@ -73,6 +75,7 @@ class CheckResult:
             "counts": {kind: len(items) for kind, items in self.by_kind().items()},
             "problems": [p.to_dict() for p in self.problems],
             "tokens": self.tokens,
+            "unused_columns": self.unused_columns,
         }
 
 
@@ -103,21 +106,16 @@ def check_file(
 
 
 def _load(spec: str, data: DataConfig, result: CheckResult) -> list[Record]:
-    loaded = load_source(spec, None if data.reader == "auto" else data.reader)
+    loaded = load_source(spec, None if data.reader == "auto" else data.reader, read_options(data))
     result.rows = len(loaded.rows) + len(loaded.rejects)
     result.problems += [Problem(r.kind, r.source, r.reason, r.excerpt) for r in loaded.rejects]
     if not loaded.rows:
         return []
-    result.format = detect_format(spec, loaded.rows, data.format, data.prompt_template, data.columns)
-    fmt = RowFormat(
-        result.format,
-        data.prompt_template,
-        data.completion_template,
-        data.label_column,
-        dict(data.label_names),
-        dict(data.columns),
-    )
+    fmt = row_format_of("auto", data)
+    fmt.kind = detect_format(spec, loaded.rows, data.format, data.prompt_template, fmt.columns, data.text_template)
+    result.format = fmt.kind
     check_columns(spec, loaded.columns, fmt)
+    result.unused_columns = unused_columns(loaded.columns, fmt)
     records, bad = rows_to_records(spec, loaded.rows, fmt)
     result.problems += [Problem(r.kind, r.source, r.reason, r.excerpt) for r in bad]
     return records
@@ -187,6 +185,10 @@ def _ex(record: Record) -> str:
 def format_text(result: CheckResult) -> str:
     """A human-readable report: problems grouped by kind, each with its line and an excerpt."""
     lines = [f"{result.file}: {result.rows} rows, format {result.format or '?'}, {result.valid_rows} valid"]
+    if result.unused_columns:
+        lines.append(
+            f"columns not used: {', '.join(result.unused_columns)} (data.columns / data.text_template use them)"
+        )
     for kind, items in sorted(result.by_kind().items(), key=lambda kv: (kv[1][0].severity, kv[0])):
         lines.append(f"{items[0].severity} {kind} ({len(items)}):")
         for p in items[:20]:

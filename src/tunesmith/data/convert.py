@@ -30,4 +30,4 @@ def to_chat(record: Record, label_names: dict[str, str] | None = None, system_pr
     meta = dict(record.meta)
     if isinstance(record, Labeled):
         meta["label"] = record.label
-    return Chat(messages, source=record.source, meta=meta)
+    return Chat(messages, source=record.source, meta=meta, tools=record.tools if isinstance(record, Chat) else None)

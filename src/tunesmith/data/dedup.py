@@ -22,6 +22,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from tunesmith.core.progress import Progress
+
 SHINGLE = 5  # bytes per shingle
 CHUNK_BYTES = 2 * 2**20  # normalised text hashed per numpy pass (bounds the temporary arrays)
 WINDOW = 64  # in an LSH bucket, each row is compared with the first row and at most this many rows before it
@@ -75,14 +77,17 @@ def signatures(texts: Sequence[str], num_perm: int = 128, seed: int = 1, normali
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
     chunk: list[str] = []
     done = size = 0
-    for text in texts:
-        chunk.append(text if normalised else normalise(text))
-        size += len(chunk[-1])
-        if size >= CHUNK_BYTES:
-            out[done : done + len(chunk)] = _signature_chunk(chunk, num_perm, seed)
-            done, chunk, size = done + len(chunk), [], 0
-    if chunk:
-        out[done:] = _signature_chunk(chunk, num_perm, seed)
+    with Progress(len(texts), "near-duplicates", unit="rows") as progress:
+        for text in texts:
+            chunk.append(text if normalised else normalise(text))
+            size += len(chunk[-1])
+            if size >= CHUNK_BYTES:
+                out[done : done + len(chunk)] = _signature_chunk(chunk, num_perm, seed)
+                progress.advance(len(chunk))
+                done, chunk, size = done + len(chunk), [], 0
+        if chunk:
+            out[done:] = _signature_chunk(chunk, num_perm, seed)
+            progress.advance(len(chunk))
     return out
 
 

@@ -18,6 +18,7 @@ class Ledger:
     rejects: list[Reject] = field(default_factory=list)  # dropped rows that are problems (not row limits)
     notes: list[str] = field(default_factory=list)
     tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # token-length stats per split
+    unused_columns: dict[str, list[str]] = field(default_factory=dict)  # per source: columns no record reads
 
     def reject(self, reject: Reject) -> None:
         self.dropped[reject.kind] += 1
@@ -44,6 +45,7 @@ class Ledger:
             "pii": dict(sorted(self.pii.items())),
             "labels": {name: dict(sorted(c.items())) for name, c in labels.items() if c},
             "notes": self.notes,
+            "unused_columns": self.unused_columns,
             **self._token_report(),
         }
 

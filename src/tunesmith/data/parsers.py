@@ -7,23 +7,29 @@ from collections.abc import Callable
 from typing import Any
 
 from tunesmith.data.fields import (
+    MISSING,
     RowError,
     RowFormat,
     field_label,
     field_text,
     field_texts,
     field_value,
+    lookup,
+    render_template,
     template_fields,
 )
 from tunesmith.data.messages import parse_messages, prompt_messages, reply, transcript_messages
 from tunesmith.data.records import Chat, Feedback, Labeled, Message, Pair, Preference, Record, Tagged, Text
+from tunesmith.data.tag_schemes import SchemeError, to_bio
+from tunesmith.data.tools import parse_tools
 
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 SHAREGPT_ROLES |= {"chatgpt": "assistant", "bard": "assistant", "model": "assistant"}
 
 
 def _messages(values: dict[str, Any], fmt: RowFormat) -> Chat:
-    return Chat(parse_messages(values.get("messages")))
+    tools = parse_tools(values.get("tools"))
+    return Chat(parse_messages(values.get("messages"), tools=tools), tools=tools.definitions if tools else None)
 
 
 def _sharegpt(values: dict[str, Any], fmt: RowFormat) -> Chat:
@@ -71,18 +77,16 @@ def _template(values: dict[str, Any], fmt: RowFormat) -> Chat:
     if fmt.label_names and fmt.label_column in fields:
         label = field_label(fields, fmt.label_column, fmt)
         fields[fmt.label_column] = fmt.label_names[label]
-    try:
-        prompt = (fmt.prompt_template or "").format(**fields)
-        completion = fmt.completion_template.format(**fields)
-    except KeyError as exc:
-        raise RowError(f"missing field {exc}", "missing_field") from None
+    prompt = render_template(fmt.prompt_template or "", fields)
+    completion = render_template(fmt.completion_template, fields)
     if not prompt.strip():
         raise RowError("empty prompt", "empty_text")
     if not completion.strip():
         raise RowError("empty completion", "empty_text")
     # Duplicates are judged on the row's own values, not on the template text every row shares.
     used = template_fields(fmt.prompt_template or "") + template_fields(fmt.completion_template)
-    meta: dict[str, Any] = {"content": "\n".join(str(values.get(k, "")) for k in dict.fromkeys(used))}
+    shown = (lookup(values, k) for k in dict.fromkeys(used))
+    meta: dict[str, Any] = {"content": "\n".join("" if v is MISSING else str(v) for v in shown)}
     if label:
         meta["label"] = label
     return Chat([Message("user", prompt), Message("assistant", completion)], meta=meta)
@@ -105,7 +109,13 @@ def _tagged(values: dict[str, Any], fmt: RowFormat) -> Tagged:
         raise RowError("field 'tokens': empty", "empty_text")
     if len(tokens) != len(tags):
         raise RowError(f"{len(tokens)} tokens but {len(tags)} tags", "wrong_type")
-    return Tagged(tokens, [str(t) for t in tags])
+    tags = [str(t) for t in tags]
+    if fmt.tag_scheme:
+        try:
+            tags = to_bio(tags, fmt.tag_scheme)
+        except SchemeError as exc:
+            raise RowError(f"field 'tags': {exc} (data.tag_scheme: {fmt.tag_scheme})", "invalid_tags") from None
+    return Tagged(tokens, tags)
 
 
 def _pair(values: dict[str, Any], fmt: RowFormat) -> Pair:

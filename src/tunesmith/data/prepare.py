@@ -105,6 +105,8 @@ def prepare_data(
             )
         where = f"{spec.source} + {spec.target}" if isinstance(spec, ParallelFiles) else spec
         ledger.rows_in[f"{name}: {where}"] += loaded.rows_in
+        if loaded.unused:
+            ledger.unused_columns[f"{name}: {where}"] = loaded.unused
         for reject in loaded.rejects:
             ledger.reject(reject)
         records = clean_records(loaded.records, data.clean, ledger, tokens)

@@ -12,14 +12,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ROLES = ("system", "user", "assistant")
+from tunesmith.data.tool_text import reply_text
+
+ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass(slots=True)
 class Message:
     role: str
-    content: str
+    content: str  # "" for an assistant message that only calls tools
     weight: float | None = None  # 0 = no loss on this assistant message; None = the task default
+    tool_calls: list[dict[str, Any]] | None = None  # assistant: OpenAI's calls, arguments as a JSON string
+    tool_call_id: str | None = None  # tool: the call this message answers
 
 
 @dataclass(slots=True)
@@ -29,6 +33,7 @@ class Chat:
     messages: list[Message]
     source: str = ""  # "file:line" of the row it came from
     meta: dict[str, Any] = field(default_factory=dict)
+    tools: list[dict[str, Any]] | None = None  # OpenAI's function definitions the assistant may call
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,6 +44,7 @@ class Chat:
             messages=[Message(**m) for m in row["messages"]],
             source=row.get("source", ""),
             meta=row.get("meta", {}),
+            tools=row.get("tools"),
         )
 
     def prompt_messages(self) -> list[Message]:
@@ -47,8 +53,8 @@ class Chat:
         return self.messages[:last]
 
     def reference(self) -> str:
-        """The final assistant reply (what a model should answer)."""
-        return next(m.content for m in reversed(self.messages) if m.role == "assistant")
+        """The final assistant reply (what a model should answer); its tool calls in the fallback tool format."""
+        return next(reply_text(m.content, m.tool_calls) for m in reversed(self.messages) if m.role == "assistant")
 
 
 @dataclass(slots=True)
@@ -119,12 +125,20 @@ Record = Chat | Labeled | Tagged | Pair | Preference | Feedback | Text
 RECORD_TYPES: dict[str, type] = {
     cls.__name__.lower(): cls for cls in (Chat, Labeled, Tagged, Pair, Preference, Feedback, Text)
 }
-_NOT_CONTENT = ("source", "meta", "role", "weight", "label")  # fields that are not free text
+_NOT_CONTENT = ("source", "meta", "role", "weight", "label", "tools", "tool_calls", "tool_call_id")  # not free text
 
 
 def record_to_dict(record: Record) -> dict[str, Any]:
-    """A JSON-ready dict with a ``type`` key, readable by ``record_from_dict``."""
-    return {"type": type(record).__name__.lower(), **asdict(record)}
+    """A JSON-ready dict with a ``type`` key, readable by ``record_from_dict``; tool fields only where set."""
+    values = asdict(record)
+    if isinstance(record, Chat | Preference | Feedback):
+        if values.get("tools") is None:
+            values.pop("tools", None)
+        for message in values["messages" if isinstance(record, Chat) else "prompt"]:
+            for key in ("tool_calls", "tool_call_id"):
+                if message[key] is None:
+                    del message[key]
+    return {"type": type(record).__name__.lower(), **values}
 
 
 def record_from_dict(row: dict[str, Any]) -> Record:

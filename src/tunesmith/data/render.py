@@ -12,6 +12,7 @@ from typing import Any
 
 from tunesmith.core.errors import DataError
 from tunesmith.data.records import Chat, Message
+from tunesmith.data.tool_format import template_messages
 
 IGNORE_INDEX = -100
 
@@ -58,16 +59,36 @@ def ensure_chat_template(tokenizer: Any) -> bool:
     return True
 
 
-def render_prompt(messages: list[Message], tokenizer: Any) -> str:
+def render_prompt(messages: list[Message], tokenizer: Any, tools: list[dict[str, Any]] | None = None) -> str:
     """The text a model continues to answer: the conversation plus the assistant generation prompt."""
-    return tokenizer.apply_chat_template(_dicts(messages), tokenize=False, add_generation_prompt=True)
+    dicts, tools_arg, _ = template_messages(messages, tools, tokenizer)
+    return _apply(tokenizer, dicts, tools_arg, add_generation_prompt=True)
+
+
+def render_chat(chat: Chat, tokenizer: Any) -> str:
+    """The whole conversation as the model reads it in training (tools included)."""
+    dicts, tools_arg, _ = template_messages(chat.messages, chat.tools, tokenizer)
+    return _apply(tokenizer, dicts, tools_arg)
+
+
+def _apply(
+    tokenizer: Any,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    add_generation_prompt: bool = False,
+) -> str:
+    options = {"tools": tools} if tools else {}
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt, **options
+    )
 
 
 def encode_chat(chat: Chat, tokenizer: Any, train_on: str = "assistant", max_len: int | None = None) -> Encoded:
-    """Token ids and labels for a chat; labels are IGNORE_INDEX outside the trained spans."""
-    messages = _dicts(chat.messages)
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    spans = [(0, len(text))] if train_on == "all" else _assistant_spans(chat, text, tokenizer)
+    """Token ids and labels for a chat; labels are IGNORE_INDEX outside the trained spans (an assistant's text and
+    its tool calls are trained; tool replies are not)."""
+    messages, tools, trained = template_messages(chat.messages, chat.tools, tokenizer)
+    text = _apply(tokenizer, messages, tools)
+    spans = [(0, len(text))] if train_on == "all" else _assistant_spans(chat, messages, tools, trained, text, tokenizer)
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids = list(encoding["input_ids"])
     labels = [
@@ -80,14 +101,20 @@ def encode_chat(chat: Chat, tokenizer: Any, train_on: str = "assistant", max_len
     return Encoded(input_ids, labels, truncated)
 
 
-def _assistant_spans(chat: Chat, text: str, tokenizer: Any) -> list[tuple[int, int]]:
+def _assistant_spans(
+    chat: Chat,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    trained: list[bool],
+    text: str,
+    tokenizer: Any,
+) -> list[tuple[int, int]]:
     spans = []
-    messages = _dicts(chat.messages)
-    for index, message in enumerate(chat.messages):
-        if message.role != "assistant" or message.weight == 0:
+    for index, is_trained in enumerate(trained):
+        if not is_trained:
             continue
-        before = tokenizer.apply_chat_template(messages[:index], tokenize=False, add_generation_prompt=True)
-        through = tokenizer.apply_chat_template(messages[: index + 1], tokenize=False)
+        before = _apply(tokenizer, messages[:index], tools, add_generation_prompt=True)
+        through = _apply(tokenizer, messages[: index + 1], tools)
         if not (through.startswith(before) and text.startswith(through)):
             raise DataError(
                 f"{chat.source}: the chat template does not render conversations prefix-stably, so assistant "

@@ -27,6 +27,16 @@ class Reject:
         return {"source": self.source, "kind": self.kind, "reason": self.reason, "excerpt": self.excerpt}
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a file beyond what its name says (``data.header``, ``data.sheet``, ``data.tag_column``)."""
+
+    header: bool | None = None  # None: CSV/TSV/Excel have one; a .txt found to be delimited: guessed
+    sheet: str | None = None  # Excel: the sheet (default the first)
+    tag_column: int = -1  # CoNLL: the column holding the tag (0 is the token)
+    column_names: tuple[str, ...] = ()  # names data.columns maps to: a first row holding one is a header
+
+
 @dataclass
 class Loaded:
     rows: list[Row]

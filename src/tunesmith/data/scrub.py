@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 
 from tunesmith.core.config import CleanConfig, PiiConfig
+from tunesmith.core.progress import track
 from tunesmith.data import clean
 from tunesmith.data.ledger import Ledger
 from tunesmith.data.pii import redact
@@ -42,7 +43,7 @@ def clean_records(
         raw_steps.insert(0, ("repeated_lines", clean.drop_repeated_lines))
     detect = clean.LanguageDetector() if cfg.languages else None
     kept = []
-    for record in records:
+    for record in track(records, "clean", unit="rows"):
         changed: set[str] = set()
         state = {"size": 0, "emptied": False}
         record_steps = raw_steps if isinstance(record, Text) else steps
@@ -102,7 +103,7 @@ def scan_pii(records: list[Record], cfg: PiiConfig, ledger: Ledger) -> list[Reco
     if cfg.mode == "off":
         return records
     out = []
-    for record in records:
+    for record in track(records, "PII", unit="rows"):
         found: Counter[str] = Counter()
 
         def _redact(text: str, found: Counter[str] = found) -> str:

@@ -109,7 +109,8 @@ def _squad_rows(value: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def read_delimited(path: Path, lines: Lines, delimiter: str, limit: int) -> RowStream:
+def read_delimited(path: Path, lines: Lines, delimiter: str, limit: int, header: bool = True) -> RowStream:
+    """CSV/TSV rows as dicts by the header's names, or by position ("0", "1", ...) when there is no header."""
     # A line over the limit reaches the csv parser as an empty line (skipped) and is rejected in its place.
     overlong: list[tuple[int, int]] = []
 
@@ -125,11 +126,13 @@ def read_delimited(path: Path, lines: Lines, delimiter: str, limit: int) -> RowS
     csv.field_size_limit(max(csv.field_size_limit(), limit))  # a field may be as long as a row
     reader = csv.reader(texts(), delimiter=delimiter, quoting=quoting)
     try:
-        header = next(reader, None)
-        if not header:
-            raise DataError(f"{path}: no header row")
-        header = [h.strip() for h in header]
-        _check_delimiter(path, header, delimiter)
+        names: list[str] | None = None
+        if header:
+            names = next(reader, None)
+            if not names:
+                raise DataError(f"{path}: no header row")
+            names = [h.strip() for h in names]
+            _check_delimiter(path, names, delimiter)
         for cells in reader:
             number = reader.line_num
             while overlong and overlong[0][0] <= number:
@@ -140,15 +143,18 @@ def read_delimited(path: Path, lines: Lines, delimiter: str, limit: int) -> RowS
             if bad_utf8(joined) is not None:
                 yield utf8_reject(path, number, joined)
                 continue
-            if len(cells) != len(header):
+            if names is None:  # no header: the first row says how many columns there are
+                names = [str(i) for i in range(len(cells))]
+            if len(cells) != len(names):
+                expected = f"({', '.join(names)})" if header else "(as the first row; the file has no header)"
                 yield Reject(
                     f"{path}:{number}",
-                    f"expected {len(header)} fields ({', '.join(header)}), got {len(cells)}",
+                    f"expected {len(names)} fields {expected}, got {len(cells)}",
                     joined[:EXCERPT],
                     kind="wrong_field_count",
                 )
                 continue
-            yield Row(number, dict(zip(header, cells, strict=True)))
+            yield Row(number, dict(zip(names, cells, strict=True)))
     except csv.Error as exc:
         raise DataError(f"{path}:{reader.line_num}: not valid {'CSV' if delimiter == ',' else 'TSV'}: {exc}") from None
     for number, size in overlong:
@@ -169,13 +175,17 @@ def _check_delimiter(path: Path, header: list[str], delimiter: str) -> None:
             )
 
 
-def read_conll(path: Path, lines: Lines, limit: int) -> RowStream:
-    """One token per line with its tag in the last column; a blank line ends a sentence."""
+def read_conll(path: Path, lines: Lines, limit: int, tag_column: int = -1) -> RowStream:
+    """One token per line, tab- or space-separated columns, the tag in column ``tag_column`` (default the last);
+    a blank line ends a sentence; ``-DOCSTART-`` lines (CoNLL-2003's document breaks) are skipped."""
+    if tag_column == 0:
+        raise DataError(f"{path}: data.tag_column 0 is the token column; give the position of the tags (e.g. -1)")
     tokens: list[str] = []
     tags: list[str] = []
     start = 0
     bad: Reject | None = None
     last = 0
+    checked = False  # the first token line must have the tag column: otherwise the setting is wrong, not the row
     for number, line, size in itertools.chain(lines, [(0, "", 0)]):  # a final blank line ends the last sentence
         number = number or last + 1
         last = number
@@ -202,8 +212,22 @@ def read_conll(path: Path, lines: Lines, limit: int) -> RowStream:
                 f"{path}:{number}", "expected 'token<TAB>tag' on a line", line[:EXCERPT], kind="wrong_field_count"
             )
             continue
+        if not -len(parts) <= tag_column < len(parts):
+            if not checked:
+                raise DataError(
+                    f"{path}:{number}: data.tag_column is {tag_column} but the line has {len(parts)} columns "
+                    f"(0 is the token); expected a position from 1 to {len(parts) - 1} or from -1 to -{len(parts) - 1}"
+                )
+            bad = bad or Reject(
+                f"{path}:{number}",
+                f"expected a tag in column {tag_column} (data.tag_column), got {len(parts)} columns",
+                line[:EXCERPT],
+                kind="wrong_field_count",
+            )
+            continue
+        checked = True
         tokens.append(parts[0])
-        tags.append(parts[-1].strip())
+        tags.append(parts[tag_column].strip())
 
 
 def read_label_lines(path: Path, lines: Lines, limit: int) -> RowStream:

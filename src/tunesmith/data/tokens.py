@@ -17,6 +17,7 @@ from typing import Any
 from tunesmith.data.convert import to_chat
 from tunesmith.data.formats import RowError
 from tunesmith.data.records import Chat, texts
+from tunesmith.data.render import render_chat
 
 BATCH = 512
 
@@ -53,8 +54,7 @@ class TokenCounter:
                 chat = to_chat(record, self.label_names)
         if chat is None or not getattr(self.tokenizer, "chat_template", None):
             return "\n".join(texts(record)), True
-        messages = [{"role": m.role, "content": m.content} for m in chat.messages]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False), False
+        return render_chat(chat, self.tokenizer), False
 
     def _lengths(self, batch: list[str], special: bool) -> list[int]:
         if not batch:

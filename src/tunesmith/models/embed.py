@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tunesmith.core.progress import Progress
 from tunesmith.models.resolve import hub_error, resolve_model
 
 
@@ -32,7 +33,7 @@ def embed_texts(
     encoder.eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
     out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
-    with torch.no_grad():
+    with torch.no_grad(), Progress(len(texts), f"embed with {model}", unit="rows") as progress:
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
             batch = tokenizer(
@@ -42,4 +43,5 @@ def embed_texts(
             mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
             pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             out[indices] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+            progress.advance(len(indices))
     return out

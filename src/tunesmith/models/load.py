@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from tunesmith.core.config import ModelConfig
+from tunesmith.core.logs import route_transformers
 from tunesmith.models.resolve import ResolvedModel, hub_error, resolve_model
 
 
 def quiet_transformers() -> None:
-    """Hide transformers' per-load progress bars; tunesmith prints its own progress."""
+    """Hide transformers' per-load progress bars (tunesmith prints its own progress); under the command line, its
+    log records (load reports) go to the run's log, not the terminal (``core.logs``)."""
     from transformers.utils import logging
 
     logging.disable_progress_bar()
+    route_transformers()
 
 
 def load_tokenizer(model: ModelConfig, resolved: ResolvedModel | None = None) -> Any:

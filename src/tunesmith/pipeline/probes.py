@@ -25,7 +25,7 @@ def probe_inputs(run_dir: RunDir, tokenizer: Any) -> list[torch.Tensor]:
             records = [record_from_dict(row) for row in read_jsonl(path)[:PROBES]]
             if records:
                 texts = [
-                    render_prompt(r.prompt_messages(), tokenizer) + r.reference()
+                    render_prompt(r.prompt_messages(), tokenizer, r.tools) + r.reference()
                     if isinstance(r, Chat)
                     else "\n".join(record_texts(r))
                     for r in records

@@ -17,6 +17,7 @@ from tunesmith.core.config import RunConfig, load_config, validate_config
 from tunesmith.core.console import console
 from tunesmith.core.errors import TunesmithError
 from tunesmith.core.fs import atomic_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
+from tunesmith.core.logs import attach as attach_logs
 from tunesmith.data.prepare import load_eval_chats, prepare_data, write_prepared
 from tunesmith.data.records import record_from_dict
 from tunesmith.data.render import ensure_chat_template
@@ -100,6 +101,7 @@ class Run(TrainedRun):
             shutil.rmtree(self.dir.root)
         self.dir.root.mkdir(parents=True, exist_ok=True)
         write_text(self.dir.config, resolved)
+        attach_logs(self.dir.root / "logs")
 
     def record_environment(self) -> None:
         """Write ``environment.json``: the versions, machine and seeds of this process (prepare and train call it,
@@ -158,6 +160,12 @@ class Run(TrainedRun):
             console.print(f"  dropped by reason {report['dropped']}; report: {self.dir.data / 'report.json'}")
         for note in report.get("notes", []):
             console.print(f"  [yellow]note:[/] {note}")
+        unused = list(dict.fromkeys(c for cols in report.get("unused_columns", {}).values() for c in cols))
+        if unused:  # said once for all splits: a column the user may have meant to train on
+            console.print(
+                f"  [yellow]note:[/] columns not used: {', '.join(unused)} (data.text_template or data.columns "
+                "would use them; listed in data/report.json)"
+            )
         if cfg.data.audit:
             self._audit_data()
         self.dir.mark_done("prepare", report)
@@ -170,7 +178,10 @@ class Run(TrainedRun):
         try:
             if not isinstance(source, str) or source.startswith("hf:"):
                 raise TunesmithError(f"data.audit reads a local file with a text column, not {source}")
-            audit = audit_file(source, label_column=self.config.data.label_column, seed=self.config.training.seed)
+            data = self.config.data
+            audit = audit_file(
+                source, label_column=data.label_column, seed=self.config.training.seed, scorer=data.audit_scorer
+            )
         except TunesmithError as exc:  # an audit that cannot be made must not stop the run
             console.print(f"  [yellow]audit skipped:[/] {exc}")
             audit = {"file": str(source), "error": str(exc)}

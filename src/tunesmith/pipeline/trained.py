@@ -14,6 +14,7 @@ import yaml
 from tunesmith.core.config import RunConfig, TrainingConfig, validate_config
 from tunesmith.core.errors import ConfigError, TunesmithError
 from tunesmith.core.fs import read_jsonl
+from tunesmith.core.logs import attach as attach_logs
 from tunesmith.core.rundir import RunDir
 from tunesmith.data.records import Record, record_from_dict, stratum
 from tunesmith.data.render import ensure_chat_template
@@ -68,6 +69,7 @@ class TrainedRun:
                 f"{root}: this run has no trained model yet (state.json does not list 'train').\n"
                 "  fix: finish it first with `tunesmith train CONFIG` or `tunesmith run CONFIG`"
             )
+        attach_logs(root / "logs")  # eval, export, serve...: library output joins the run's log
         return run
 
     # ------------------------------------------------------------ tasks of a data mix

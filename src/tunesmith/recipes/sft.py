@@ -128,7 +128,7 @@ def generate_replies(
     model.eval()
     device = next(model.parameters()).device
     label_ids = label_token_ids(tokenizer, labels)
-    prompts = [render_prompt(chat.prompt_messages(), tokenizer) for chat in chats]
+    prompts = [render_prompt(chat.prompt_messages(), tokenizer, chat.tools) for chat in chats]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
     replies: list[Reply] = [Reply("", 0.0)] * len(prompts)
     previous_side, tokenizer.padding_side = tokenizer.padding_side, "left"

@@ -253,8 +253,14 @@ def predict_records(
     return predictions
 
 
+def scoring_scheme(cfg: RunConfig) -> str | None:
+    """The scheme entities are scored in: BIO (strict) when ``data.tag_scheme`` is set, as the rows were converted
+    to BIO when they were read; None (seqeval's lenient default mode) when the tags were taken as they are."""
+    return "BIO" if cfg.data.tag_scheme else None
+
+
 def score_records(predictions: Sequence[dict[str, Any]], records: Sequence[Tagged], cfg: RunConfig) -> dict:
-    return tagging_metrics([p["prediction"] for p in predictions], [r.tags for r in records])
+    return tagging_metrics([p["prediction"] for p in predictions], [r.tags for r in records], scoring_scheme(cfg))
 
 
 def describe(record: Tagged) -> dict[str, str]:
@@ -281,7 +287,7 @@ def details(predictions: Sequence[dict[str, Any]], records: Sequence[Tagged], cf
     predicted, gold = [p["prediction"] for p in predictions], [r.tags for r in records]
     if not is_entity_scheme({t for g in gold for t in g}):
         return {}
-    return {"per_type": per_type(predicted, gold)}
+    return {"per_type": per_type(predicted, gold, scoring_scheme(cfg))}
 
 
 # fmt: off

@@ -1,5 +1,5 @@
-"""The OpenAI-compatible HTTP API: /health, /v1/models, /v1/chat/completions and /v1/completions (with SSE streaming),
-and /v1/classify for classification runs.
+"""The OpenAI-compatible HTTP API: /health, /v1/models, /v1/chat/completions (with ``tools``: ``server/tools.py``) and
+/v1/completions (with SSE streaming), and /v1/classify for classification runs.
 
 Every error is an OpenAI-style body ``{"error": {"message", "type", "param", "code"}}``. Requests are parsed by hand
 (size-limited, then validated) so a malformed body is a 400 naming the field, never a crash.
@@ -25,6 +25,7 @@ from tunesmith.jobs.service import owned_models
 from tunesmith.server import schemas
 from tunesmith.server.http import APIError, Body, read_json, schema_validate
 from tunesmith.server.jobs_api import JobsFace, add_job_routes
+from tunesmith.server.tools import ToolRequestError, reply_message, tool_conversation
 from tunesmith.ship.inference import (
     Generation,
     ModelPool,
@@ -34,6 +35,7 @@ from tunesmith.ship.inference import (
     chat_prompt,
     generate,
     text_prompt,
+    tool_chat_prompt,
 )
 
 log = logging.getLogger("tunesmith.server")
@@ -139,6 +141,8 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None, jobs
     async def chat_completions(request: Request) -> Any:
         body, caller = await parse(request, schemas.ChatRequest)
         served = await run_in_threadpool(generator, body.model, caller)
+        if body.uses_tools() or any(m.role == "tool" or m.tool_calls for m in body.messages):
+            return await tool_completion(body, served)
         messages = [m.as_dict() for m in body.messages]
         prompt, sampling = await run_in_threadpool(prepare, served, lambda: chat_prompt(served, messages), body)
         if body.stream:
@@ -152,6 +156,18 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None, jobs
             )
         result = await run_in_threadpool(locked_generate, pool, served, prompt, sampling)
         return schemas.chat_completion(body.model, result)
+
+    async def tool_completion(body: schemas.ChatRequest, served: Served) -> Any:
+        if body.stream:
+            raise APIError(400, "streaming is not supported with tools; send stream: false", param="stream")
+        try:
+            messages, tool_list = tool_conversation(body)
+        except ToolRequestError as exc:
+            raise APIError(400, str(exc), param=exc.param) from None
+        tokenize = lambda: tool_chat_prompt(served, messages, tool_list)  # noqa: E731
+        prompt, sampling = await run_in_threadpool(prepare, served, tokenize, body)
+        result = await run_in_threadpool(locked_generate, pool, served, prompt, sampling)
+        return schemas.chat_completion(body.model, result, reply_message(result) if tool_list else None)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:

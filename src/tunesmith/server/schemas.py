@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tunesmith.ship.inference import Generation
 
@@ -24,12 +24,26 @@ class TextPart(_Body):
 
 
 class ChatMessage(_Body):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None  # null only for an assistant message that calls tools
+    tool_calls: list[dict[str, Any]] | None = None  # assistant: earlier calls (checked with the request's tools)
+    tool_call_id: str | None = None  # tool: the call this message answers
 
-    def as_dict(self) -> dict[str, str]:
-        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+    @model_validator(mode="after")
+    def _content_unless_calling(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content: required (it may be null only in an assistant message with tool_calls)")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        content = self.content or ""
+        text = content if isinstance(content, str) else "".join(p.text for p in content)
+        item: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": text}
+        if self.tool_calls is not None:
+            item["tool_calls"] = self.tool_calls
+        if self.tool_call_id is not None:
+            item["tool_call_id"] = self.tool_call_id
+        return item
 
 
 class _Generate(_Body):
@@ -56,6 +70,11 @@ class _Generate(_Body):
 class ChatRequest(_Generate):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, gt=0)
+    tools: list[dict[str, Any]] | None = None  # OpenAI's function definitions (checked as in training data)
+    tool_choice: Literal["auto", "none"] | None = None  # "required" and a named function are not supported
+
+    def uses_tools(self) -> bool:
+        return bool(self.tools) and self.tool_choice != "none"
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -134,7 +153,9 @@ def usage(result: Generation) -> dict[str, int]:
     }
 
 
-def chat_completion(model: str, result: Generation) -> dict[str, Any]:
+def chat_completion(model: str, result: Generation, message: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The completion object; ``message`` replaces the plain text reply (an assistant message with tool calls)."""
+    finish = "tool_calls" if message and message.get("tool_calls") else result.finish_reason
     return {
         "id": new_id("chatcmpl"),
         "object": "chat.completion",
@@ -143,9 +164,9 @@ def chat_completion(model: str, result: Generation) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": result.text},
+                "message": message or {"role": "assistant", "content": result.text},
                 "logprobs": None,
-                "finish_reason": result.finish_reason,
+                "finish_reason": finish,
             }
         ],
         "usage": usage(result),

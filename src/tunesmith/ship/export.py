@@ -16,6 +16,7 @@ import torch
 
 from tunesmith.core.errors import TunesmithError
 from tunesmith.core.fs import atomic_dir, write_json
+from tunesmith.core.progress import Progress
 from tunesmith.models.adapt import PEFT_METHODS, load_adapter
 from tunesmith.models.gguf_writer import KINDS as GGUF_KINDS
 from tunesmith.models.gguf_writer import write_gguf
@@ -57,21 +58,33 @@ def export_run(
         raise TunesmithError(f"{out} already exists; choose a new --out folder or remove it first")
     kind = export_kind(run.config.method.name, merge or bool(gguf))
     gate = require_gate(run, force, "export")
-    tuned, tokenizer = run.load_tuned()
-    reference = reference_outputs(tuned, probe_inputs(run.dir, tokenizer))
-    checks = reference.checks
-    with atomic_dir(out) as tmp:
-        if kind == "adapter":
-            tuned.to(DTYPES[dtype]).save_pretrained(tmp, safe_serialization=True)
-            loaded = load_adapter(load_causal_lm(run.config.model), tmp).eval()
-        else:
-            loaded = save_whole(tuned, tokenizer, tmp, reference, merge=kind == "merged", dtype=dtype)
-        tokenizer.save_pretrained(tmp)
-        diff = check_loaded(loaded, reference, dtype)
-        gguf_path = _write_gguf(loaded, tokenizer, tmp, gguf, reference.probes, checks) if gguf else None
-        result = ExportResult(out, kind, dtype, diff, checks, gguf_path and out / gguf_path.relative_to(tmp), gate)
-        write_json(tmp / "export.json", _summary(run, result))
-        write_model_card(run, tmp / "README.md", kind, dtype, diff, checks, folder_name=out.name, gate=gate)
+    with Progress(5 if gguf else 4, "export: load the tuned model", unit="steps") as progress:
+        tuned, tokenizer = run.load_tuned()
+        progress.advance()
+        progress.describe("export: reference outputs")
+        reference = reference_outputs(tuned, probe_inputs(run.dir, tokenizer))
+        checks = reference.checks
+        progress.advance()
+        with atomic_dir(out) as tmp:
+            progress.describe(f"export: write the {kind} model")
+            if kind == "adapter":
+                tuned.to(DTYPES[dtype]).save_pretrained(tmp, safe_serialization=True)
+                loaded = load_adapter(load_causal_lm(run.config.model), tmp).eval()
+            else:
+                loaded = save_whole(tuned, tokenizer, tmp, reference, merge=kind == "merged", dtype=dtype)
+            tokenizer.save_pretrained(tmp)
+            progress.advance()
+            progress.describe("export: verify it loads back")
+            diff = check_loaded(loaded, reference, dtype)
+            progress.advance()
+            gguf_path = None
+            if gguf:
+                progress.describe(f"export: GGUF {gguf}")
+                gguf_path = _write_gguf(loaded, tokenizer, tmp, gguf, reference.probes, checks)
+                progress.advance()
+            result = ExportResult(out, kind, dtype, diff, checks, gguf_path and out / gguf_path.relative_to(tmp), gate)
+            write_json(tmp / "export.json", _summary(run, result))
+            write_model_card(run, tmp / "README.md", kind, dtype, diff, checks, folder_name=out.name, gate=gate)
     return result
 
 

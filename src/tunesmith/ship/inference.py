@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from tunesmith.core.errors import TunesmithError
+from tunesmith.data.records import Message
+from tunesmith.data.render import render_prompt
 from tunesmith.models.adapt import PEFT_METHODS
 from tunesmith.models.load import load_causal_lm
 from tunesmith.pipeline.trained import TrainedRun
@@ -158,6 +160,15 @@ def chat_prompt(served: Served, messages: list[dict[str, str]]) -> list[int]:
     if served.system_prompt and not any(m["role"] == "system" for m in messages):
         messages = [{"role": "system", "content": served.system_prompt}, *messages]
     text = served.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return served.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def tool_chat_prompt(served: Served, messages: list[Message], tools: list[dict[str, Any]] | None) -> list[int]:
+    """Token ids of a conversation that may use tools, rendered as the run trained on such chats (the chat
+    template's own tool format where it has one, else tunesmith's fallback format: docs/data.md)."""
+    if served.system_prompt and not any(m.role == "system" for m in messages):
+        messages = [Message("system", served.system_prompt), *messages]
+    text = render_prompt(messages, served.tokenizer, tools)
     return served.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 

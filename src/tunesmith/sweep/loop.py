@@ -9,6 +9,7 @@ import warnings
 from typing import Any
 
 from tunesmith.core.console import console
+from tunesmith.core.progress import Progress
 from tunesmith.sweep.load import Sweep
 from tunesmith.sweep.objective import Objective, _Surplus, _TrialFailed
 from tunesmith.sweep.results import write_results
@@ -27,11 +28,16 @@ def work(sweep: Sweep, study: Any, target: int) -> None:
     import optuna
 
     objective = Objective(sweep, target)
-    budget = target - _count(study)[0]
+    done = _count(study)[0]
+    budget = target - done
     waiting = False
+    # A line per finished trial (each trial shows its own progress): count, time per trial and ETA.
+    progress = Progress(budget, "sweep", unit="trials", lines=True)
     while True:
         _fail_stale(study)
         finished, running = _count(study)
+        if finished - done > progress.count:  # trials finished since the last look, by any worker
+            progress.advance(finished - done - progress.count)
         enough = finished + running >= target or objective.started >= budget
         if enough and not running:
             return

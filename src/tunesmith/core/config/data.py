@@ -28,7 +28,9 @@ DataFormat = Literal[
     "text",
     "template",
 ]
-FileReader = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "conll", "label", "txt"]
+FileReader = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "xlsx", "conll", "label", "txt"]
+TagScheme = Literal["IOB1", "BIO", "BIOES"]
+TAG_SCHEME_ALIASES = {"IOB1": "IOB1", "BIO": "BIO", "IOB2": "BIO", "BIOES": "BIOES", "IOBES": "BIOES"}
 
 
 class CleanConfig(Section):
@@ -153,9 +155,33 @@ class DataConfig(Section):
         description="Row format; auto detects it from the columns (or template if prompt_template is set).",
     )
     reader: FileReader = Field("auto", description="How to read the files; auto goes by the file name.")
+    header: bool | None = Field(
+        None,
+        description="CSV/TSV/Excel: whether the first row names the columns. false: columns are numbered from 0 and "
+        "data.columns maps by position, e.g. {text: 0, label: 1}. null: true, except for a .txt file found to be "
+        "tab- or comma-separated, where it is guessed from the first row.",
+    )
+    sheet: str | None = Field(None, description="Excel files: the sheet to read (default: the first).")
     columns: dict[str, str] = Field(
         default_factory=dict,
-        description="Map of the format's column names to the file's, e.g. {text: review, label: stars}.",
+        description="Map of the format's column names to the file's, e.g. {text: review, label: stars}; a position "
+        "for a file without a header ({text: 0}); a dotted path into nested JSON ({text: review.body}).",
+    )
+    text_template: str | None = Field(
+        None,
+        description="Task heads (classify, qa): the input text built from several columns, e.g. '{title}. {text}' "
+        "(classify: the text; qa: the question). Dotted paths reach into nested JSON: '{review.body}'.",
+    )
+    tag_column: int | str | None = Field(
+        None,
+        description="Tagged data: which column holds the tags: a position in a CoNLL line (0 is the token, -1 the "
+        "last; default -1), or a column name in JSON/Parquet/Hugging Face rows (e.g. pos_tags).",
+    )
+    tag_scheme: TagScheme | None = Field(
+        None,
+        description="The chunk scheme of the files' tags: IOB1 (CoNLL-2003), BIO (= IOB2) or BIOES (= IOBES). Set, "
+        "tags are converted to BIO for training and scored in seqeval's strict mode; null: tags are used as they are "
+        "and scored as conlleval does.",
     )
     prompt_template: str | None = Field(
         None, description="Python format string over a row's columns, e.g. 'Review: {sentence}'."
@@ -195,6 +221,12 @@ class DataConfig(Section):
         description="During prepare, audit the training file (likely label errors, clusters, outliers, duplicates; "
         "as `tunesmith data audit`, with minilm-l6) into data/audit.json; the report shows it.",
     )
+    audit_scorer: Literal["embeddings", "finetune"] = Field(
+        "embeddings",
+        description="How data.audit scores label errors: embeddings (frozen minilm-l6 embeddings + logistic "
+        "regression, k-fold; seconds) or finetune (minilm-l6 with a classification head trained briefly per fold; "
+        "minutes on a CPU). Measured on planted flips: docs/benchmarks.md.",
+    )
     replay: float = Field(
         0.0,
         ge=0.0,
@@ -217,6 +249,27 @@ class DataConfig(Section):
         """The label words answers are scored against (label_names' values, in order), or None for free text."""
         return list(dict.fromkeys(self.label_names.values())) or None
 
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _positions_as_text(cls, value: Any) -> Any:
+        # `{text: 0}` names a column by position; a headerless file's columns are named "0", "1", ...
+        if not isinstance(value, dict):
+            return value
+        return {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in value.items()}
+
+    @field_validator("tag_column", mode="before")
+    @classmethod
+    def _tag_position(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        return value
+
+    @field_validator("tag_scheme", mode="before")
+    @classmethod
+    def _scheme_alias(cls, value: Any) -> Any:
+        # IOB2 and IOBES are other names of BIO and BIOES; anything else is refused by the Literal, with its key
+        return TAG_SCHEME_ALIASES.get(value.strip().upper(), value) if isinstance(value, str) else value
+
     @field_validator("label_names", mode="before")
     @classmethod
     def _label_keys_as_text(cls, value: Any) -> Any:
@@ -227,6 +280,11 @@ class DataConfig(Section):
     def _check_format(self) -> DataConfig:
         if self.format == "template" and not self.prompt_template:
             raise ValueError("data.format is 'template' but data.prompt_template is not set")
+        if self.text_template and self.prompt_template:
+            raise ValueError(
+                "set either data.text_template (the input of a task head) or data.prompt_template (a chat prompt), "
+                "not both"
+            )
         if self.validation and self.validation_fraction > 0:
             raise ValueError("set either data.validation (a file) or data.validation_fraction, not both")
         if self.test and self.test_fraction > 0:

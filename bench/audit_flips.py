@@ -1,0 +1,198 @@
+"""Planted label flips: how many of them `tunesmith data audit` ranks first, per scorer.
+
+    HF_HUB_OFFLINE=1 nice .venv/bin/python bench/audit_flips.py [--scorers embeddings finetune run] [--seeds 0 1]
+        [--run runs/NAME] [--rows N] [--folds K] [--epochs E]
+
+SST-2's dev set (examples/data/sst2/dev.tsv, 872 rows), 5% of its labels flipped (seeded: 43 rows), audited as
+`tunesmith data audit` does (the same ``audit_file``) with each scorer:
+
+- ``embeddings``: frozen minilm-l6 embeddings + logistic regression, k-fold;
+- ``finetune``: minilm-l6 with a classification head fine-tuned per fold (``--scorer finetune``);
+- ``run``: a trained classify run's model (``--run``); without ``--run`` the bench first trains one with
+  examples/classify-sst2.yaml (2,000 SST-2 *training* rows, so the dev rows are unseen) and times that apart.
+
+Reported per scorer and seed: recall of the flipped rows among the audit's top k suggestions (k = the number of
+flipped rows) and top 2k, the scorer's accuracy against the labels it was given (flips included), how many rows it
+flags, and wall/CPU seconds; then the same for the mean of the scorers' probabilities (``mean``), to see whether
+they err on different rows. Results are appended to bench/results/audit_flips.jsonl with date, command and machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEV = REPO / "examples" / "data" / "sst2" / "dev.tsv"
+EXAMPLE = REPO / "examples" / "classify-sst2.yaml"
+RESULTS = REPO / "bench" / "results" / "audit_flips.jsonl"
+
+
+def planted(rows: int | None, fraction: float, seed: int) -> tuple[list[str], list[str], list[int]]:
+    """SST-2 dev texts, their labels with ``fraction`` flipped (seeded), and the flipped rows."""
+    lines = DEV.read_text(encoding="utf-8").splitlines()[1:]
+    lines = lines[:rows] if rows else lines
+    texts = [line.rsplit("\t", 1)[0].strip() for line in lines]
+    noisy = [line.rsplit("\t", 1)[1].strip() for line in lines]
+    flipped = sorted(random.Random(seed).sample(range(len(noisy)), int(fraction * len(noisy))))
+    for i in flipped:
+        noisy[i] = "1" if noisy[i] == "0" else "0"
+    return texts, noisy, flipped
+
+
+def recall(ranked: list[int], flipped: list[int]) -> dict[str, float]:
+    k = len(flipped)
+    hits = {name: len(set(ranked[:n]) & set(flipped)) / k for name, n in (("at_k", k), ("at_2k", 2 * k))}
+    return {f"recall_{name}": round(value, 3) for name, value in hits.items()}
+
+
+def train_run(folder: Path) -> tuple[Path, float]:
+    """examples/classify-sst2.yaml (SST-2 training rows only) run to the end in ``folder``: its directory, seconds."""
+    from tunesmith.core.config import validate_config
+    from tunesmith.pipeline.run import Run
+
+    config = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    for key in ("train", "test"):
+        config["data"][key] = str((EXAMPLE.parent / config["data"][key]).resolve())
+    config["output"] = {"dir": str(folder), "name": "sst2-classifier"}
+    run = Run(validate_config(config, source="audit-flips"))
+    started = time.perf_counter()
+    run.run(force=True)
+    return run.dir.root, time.perf_counter() - started
+
+
+def make_scorer(name: str, args: argparse.Namespace, embeddings: np.ndarray) -> Any:
+    from tunesmith.curate.audit_scorers import FineTune, embedding_scorer, finetune_scorer
+    from tunesmith.pipeline.audit_run import run_scorer
+
+    if name == "embeddings":
+        return embedding_scorer(embeddings)
+    if name == "finetune":
+        tune = {k: v for k, v in (("epochs", args.epochs), ("learning_rate", args.learning_rate)) if v is not None}
+        return finetune_scorer(replace(FineTune(), **tune))
+    return run_scorer(args.run)
+
+
+def capture(scorer: Callable[..., Any], store: list[np.ndarray]) -> Callable[..., Any]:
+    """The scorer, keeping a copy of its probabilities (for the ``mean`` row)."""
+
+    def score(*args: Any) -> Any:
+        scores = scorer(*args)
+        store.append(scores.probs)
+        return scores
+
+    return score
+
+
+def measure(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
+    from cleanlab.filter import find_label_issues
+
+    from tunesmith.curate.audit import audit_file
+    from tunesmith.models.embed import embed_texts
+
+    texts, noisy, flipped = planted(args.rows, 0.05, seed)
+    embeddings = embed_texts(texts, "minilm-l6")
+    results, kept = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "sst2-dev-flipped.jsonl"
+        path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, noisy, strict=True)))
+        for name in args.scorers:
+            store: list[np.ndarray] = []
+            scorer = capture(make_scorer(name, args, embeddings), store)
+            wall, cpu = time.perf_counter(), time.process_time()
+            report = audit_file(path, folds=args.folds, seed=seed, scorer=scorer)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            issues = report["label_issues"]
+            kept += store
+            results.append(
+                {
+                    "scorer": name,
+                    "seed": seed,
+                    "rows": len(texts),
+                    "flipped": len(flipped),
+                    **recall(issues["ranked_indices"], flipped),
+                    "flagged": issues["count"],
+                    "accuracy": issues["oof_accuracy"],  # against the labels given, flips included
+                    "out_of_fold": issues["out_of_fold"],
+                    "method": issues["method"],
+                    "wall_s": round(wall, 1),
+                    "cpu_s": round(cpu, 1),
+                }
+            )
+            print(json.dumps(results[-1]), flush=True)
+    if len(kept) > 1:
+        classes = sorted(set(noisy))
+        y = np.array([classes.index(label) for label in noisy])
+        probs = np.mean(kept, axis=0)
+        ranked = [int(i) for i in find_label_issues(y, probs, return_indices_ranked_by="self_confidence")]
+        results.append(
+            {
+                "scorer": "mean(" + "+".join(args.scorers) + ")",
+                "seed": seed,
+                "flipped": len(flipped),
+                **recall(ranked, flipped),
+                "flagged": len(ranked),
+                "accuracy": round(float((probs.argmax(1) == y).mean()), 4),
+            }
+        )
+        print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def machine() -> dict[str, str]:
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), platform.processor())
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    return {
+        "cpu": model,
+        "cores": str(sum(1 for line in cpuinfo if line.startswith("processor"))),
+        "torch_threads": str(torch.get_num_threads()),
+        "load_average_at_start": " ".join(load),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scorers", nargs="+", choices=("embeddings", "finetune", "run"), default=["embeddings"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--run", type=Path, help="a trained classify run (default: train examples/classify-sst2)")
+    parser.add_argument("--rows", type=int, default=None, help="the first N dev rows (default all 872)")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, help="finetune: epochs per fold")
+    parser.add_argument("--learning-rate", type=float, help="finetune: learning rate")
+    args = parser.parse_args()
+    context = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join(["bench/audit_flips.py", *sys.argv[1:]]),
+        **machine(),
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        if "run" in args.scorers and args.run is None:
+            args.run, seconds = train_run(Path(folder))
+            context["run_training_wall_s"] = str(round(seconds, 1))
+            print(f"trained {args.run} in {seconds:.0f} s", flush=True)
+        results = [row for seed in args.seeds for row in measure(args, seed)]
+    RESULTS.parent.mkdir(exist_ok=True)
+    with RESULTS.open("a", encoding="utf-8") as handle:
+        for row in results:
+            handle.write(json.dumps({**row, **context}) + "\n")
+    print(json.dumps(context, indent=2))
+
+
+if __name__ == "__main__":
+    main()
