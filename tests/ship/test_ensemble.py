@@ -9,7 +9,8 @@ import pytest
 
 from tests.helpers.cli import run_cli
 from tests.helpers.configs import write_tiny_config
-from tunesmith.recipes.sft import Reply
+from tunesmith.recipes.contract import ChatEvaluation
+from tunesmith.recipes.sft import RECIPE, Reply
 from tunesmith.ship.ensemble import combine
 
 LABELS = ["negative", "positive"]
@@ -17,8 +18,8 @@ QUICK_EVAL = {"max_new_tokens": 3, "batch_size": 6, "few_shot": 0, "forgetting":
 
 
 def test_probability_average_and_vote() -> None:
-    from tunesmith.recipes import sft
-
+    sft = RECIPE.evaluation
+    assert isinstance(sft, ChatEvaluation)
     a = [Reply("negative", 0.6, [0.6, 0.4]), Reply("positive", 0.9, [0.1, 0.9])]
     b = [Reply("positive", 0.8, [0.2, 0.8]), Reply("positive", 0.7, [0.3, 0.7])]
     averaged = combine(sft, [a, b], LABELS)

@@ -84,7 +84,8 @@ class ChatEvaluation:
     score: Callable[[Sequence[Any], Sequence[str], list[str] | None], dict[str, float]]
     is_correct: Callable[[Any, str, list[str] | None], bool]
     details: Callable[[Sequence[Any], Sequence[str], list[str] | None], dict[str, Any]]
-    reply: Callable[[str, float], Any]  # a reply of the given text and confidence (the majority-class baseline)
+    # a reply of the given text, confidence and label probabilities (majority-class baseline, ensembles)
+    reply: Callable[..., Any]
     task_fns: Callable[..., TaskFns]  # the LM loss on chats (forgetting: perplexity on general chat)
     encode: Callable[[Chat, Any, str, int], Any]  # (chat, tokenizer, train_on, max_len) -> example
 

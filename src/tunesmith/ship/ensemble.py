@@ -15,6 +15,7 @@ from tunesmith.core.errors import TunesmithError
 from tunesmith.core.fs import atomic_dir, read_jsonl, write_json, write_jsonl
 from tunesmith.data.records import Chat
 from tunesmith.metrics.text import extract_label, normalize
+from tunesmith.recipes.contract import ChatEvaluation
 
 if TYPE_CHECKING:
     from tunesmith.pipeline.trained import TrainedRun
@@ -27,23 +28,23 @@ def ensemble_runs(runs: list[TrainedRun], out_dir: Path, soup: str | None = None
     if len(runs) < 2:
         raise TunesmithError("an ensemble needs at least two runs")
     first = runs[0]
-    recipe, labels = first.recipe, _labels(first)
+    evaluation, labels = _chat_evaluation(first), _labels(first)
     rows = {run.dir.root.name: _predictions(run) for run in runs}
     names = list(rows)
     if len(set(names)) != len(names):
         raise TunesmithError(f"runs must have different names to be told apart: {', '.join(names)}")
     _check_same_rows(runs, rows, labels)
     references = [row["reference"] for row in rows[names[0]]]
-    members = {name: [_reply(recipe, row) for row in member] for name, member in rows.items()}
+    members = {name: [_reply(evaluation, row) for row in member] for name, member in rows.items()}
 
-    combined = combine(recipe, list(members.values()), labels)
+    combined = combine(evaluation, list(members.values()), labels)
     method = "probability average" if combined[0].label_probs is not None else "majority vote"
-    metrics = {name: recipe.score(replies, references, labels) for name, replies in members.items()}
-    metrics["ensemble"] = recipe.score(combined, references, labels)
+    metrics = {name: evaluation.score(replies, references, labels) for name, replies in members.items()}
+    metrics["ensemble"] = evaluation.score(combined, references, labels)
     extra: dict[str, list[Any]] = {}
     if soup:
         soup_replies = adapter_soup(runs, soup)
-        metrics[f"soup_{soup}"] = recipe.score(soup_replies, references, labels)
+        metrics[f"soup_{soup}"] = evaluation.score(soup_replies, references, labels)
         extra[f"soup_{soup}"] = soup_replies
     predictions = []
     for i, reference in enumerate(references):
@@ -58,7 +59,7 @@ def ensemble_runs(runs: list[TrainedRun], out_dir: Path, soup: str | None = None
     return metrics
 
 
-def combine(recipe: Any, members: list[list[Any]], labels: list[str] | None) -> list[Any]:
+def combine(evaluation: ChatEvaluation, members: list[list[Any]], labels: list[str] | None) -> list[Any]:
     """One reply per row: the label with the highest mean probability, else the most common answer.
 
     Votes are counted on extracted labels (or normalised text); a tie goes to the earliest member's answer.
@@ -68,17 +69,17 @@ def combine(recipe: Any, members: list[list[Any]], labels: list[str] | None) -> 
         if labels and all(r.label_probs is not None for r in replies):
             mean = [sum(r.label_probs[k] for r in replies) / len(replies) for k in range(len(labels))]
             best = max(range(len(labels)), key=lambda k: mean[k])
-            combined.append(recipe.Reply(labels[best], mean[best], mean))
+            combined.append(evaluation.reply(labels[best], mean[best], mean))
             continue
         answers = [extract_label(r.text, labels) if labels else normalize(r.text) for r in replies]
         counts = Counter(a for a in answers if a is not None)
         if not counts:
-            combined.append(recipe.Reply(replies[0].text, replies[0].confidence))
+            combined.append(evaluation.reply(replies[0].text, replies[0].confidence))
             continue
         top = max(counts.values())
         winner = next(a for a in answers if a is not None and counts[a] == top)
         chosen = replies[answers.index(winner)]
-        combined.append(recipe.Reply(chosen.text, chosen.confidence))
+        combined.append(evaluation.reply(chosen.text, chosen.confidence))
     return combined
 
 
@@ -108,9 +109,18 @@ def adapter_soup(runs: list[TrainedRun], method: str) -> list[Any]:
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     chats = [Chat.from_dict(r) for r in read_jsonl(first.dir.split("test"))]
     cfg = first.config.eval
-    return first.recipe.generate_replies(
+    return _chat_evaluation(first).generate_replies(
         model, first.tuned_tokenizer(), chats, cfg.max_new_tokens, cfg.batch_size, f"soup {method}", _labels(first)
     )
+
+
+def _chat_evaluation(run: TrainedRun) -> ChatEvaluation:
+    evaluation = run.recipe.evaluation
+    if not isinstance(evaluation, ChatEvaluation):
+        raise TunesmithError(
+            f"{run.dir.root}: ensembles combine generated replies; a {run.config.task.name} run's predictions are not"
+        )
+    return evaluation
 
 
 def _labels(run: TrainedRun) -> list[str] | None:
@@ -134,5 +144,5 @@ def _check_same_rows(runs: list[TrainedRun], rows: dict[str, list[dict[str, Any]
             raise TunesmithError(f"{run.dir.root} has labels {_labels(run)}, {runs[0].dir.root} has {labels}")
 
 
-def _reply(recipe: Any, row: dict[str, Any]) -> Any:
-    return recipe.Reply(row["tuned"], row.get("tuned_confidence", 0.0), row.get("tuned_label_probs"))
+def _reply(evaluation: ChatEvaluation, row: dict[str, Any]) -> Any:
+    return evaluation.reply(row["tuned"], row.get("tuned_confidence", 0.0), row.get("tuned_label_probs"))
