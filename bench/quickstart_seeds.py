@@ -70,6 +70,7 @@ def run_seed(seed: int, overrides: list[str], folder: Path) -> dict[str, Any]:
     comparison = load("eval/comparison.json")
     analysis, state = load("eval/analysis.json"), load("state.json")["stages"]
     few_shot = next(k for k in baselines if k.endswith("_shot"))
+    precision = (load("environment.json").get("precision") or {}).get("name", "fp32")
     return {
         "seed": seed,
         "base": metrics["base"],
@@ -87,6 +88,8 @@ def run_seed(seed: int, overrides: list[str], folder: Path) -> dict[str, Any]:
         },
         "test_rows": state["evaluate"]["rows"],
         "wall_s": round(wall, 1),
+        "precision": precision,
+        "load_avg_1min": round(os.getloadavg()[0], 2),  # other work on the machine stretches wall_s, not the figures
     }
 
 
@@ -128,6 +131,11 @@ def _ms(stat: dict[str, float] | None, signed: bool = False, pct: bool = False) 
         mean = f"{stat['mean'] * scale:.1f}"
     sd = f"{stat['sd'] * scale:.1f}" if pct else f"{stat['sd'] * scale:.3f}"
     return f"{mean}{unit} ± {sd}{unit}"
+
+
+def _load(seeds: list[dict[str, Any]]) -> str:
+    loads = [s["load_avg_1min"] for s in seeds if "load_avg_1min" in s]
+    return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"
 
 
 def render(results: dict[str, Any]) -> str:
@@ -179,12 +187,13 @@ def render(results: dict[str, Any]) -> str:
         f"{seeds[0]['bias_rows']} rows.",
         "",
         f"Measured on {results['date']} with `{results['command']}`: {env['cpu']['model']} "
-        f"({env['cpu']['logical_cpus']} CPUs, {', '.join(env['cpu']['flags'] or []) or 'no AVX2'}), fp32, "
+        f"({env['cpu']['logical_cpus']} CPUs, {', '.join(env['cpu']['flags'] or []) or 'no AVX2'}), "
+        f"{'/'.join(sorted({str(s.get('precision', 'fp32')) for s in seeds}))}, "
         f"torch {env['packages']['torch']}, transformers {env['packages']['transformers']}, peft "
         f"{env['packages']['peft']}, tunesmith {env['tunesmith']['git_commit'] or env['tunesmith']['version']}. "
         f"Wall time per run (from `tunesmith run`, model already converted) {summary['wall_s']['mean'] / 60:.1f} min "
         f"± {summary['wall_s']['sd']:.0f} s, of which training {summary['train_s']['mean']:.0f} s "
-        f"({seeds[0]['train']['steps']} steps).",
+        f"({seeds[0]['train']['steps']} steps; load average {_load(seeds)} while it ran).",
     ]
     return "\n".join(lines)
 
