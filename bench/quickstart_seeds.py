@@ -56,6 +56,7 @@ def run_seed(seed: int, overrides: list[str], folder: Path) -> dict[str, Any]:
         f"output.dir={folder}",
         *[a for o in overrides for a in ("--set", o)],
     ]
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.perf_counter() - started
@@ -89,7 +90,8 @@ def run_seed(seed: int, overrides: list[str], folder: Path) -> dict[str, Any]:
         "test_rows": state["evaluate"]["rows"],
         "wall_s": round(wall, 1),
         "precision": precision,
-        "load_avg_1min": round(os.getloadavg()[0], 2),  # other work on the machine stretches wall_s, not the figures
+        # the higher of the 1-minute load at start and end: other work stretches wall_s, never the figures
+        "load_avg_1min": round(max(load_before, os.getloadavg()[0]), 2),
     }
 
 
@@ -115,6 +117,7 @@ def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
         if all(key in s["comparison"] for s in seeds)
     }
     summary[CONSTRAINED] = spread([s["comparison"][CONSTRAINED]["delta"] for s in seeds])
+    summary["base"]["constrained_accuracy"] = spread([s["base"]["constrained_accuracy"] for s in seeds])
     summary["forgetting_pct"] = spread([s["forgetting"]["change_pct"] for s in seeds])
     summary["bias"] = {name: spread([s["bias"][name] for s in seeds]) for name in ("base", "tuned")}
     summary["wall_s"] = spread([s["wall_s"] for s in seeds])
