@@ -24,6 +24,7 @@ __all__ = [
     "OwnEvaluation",
     "OwnLoop",
     "Recipe",
+    "TaskEnsemble",
     "TaskEvaluation",
     "TaskFns",
     "TrainedRunView",
@@ -91,6 +92,20 @@ class ChatEvaluation:
 
 
 @dataclass(frozen=True)
+class TaskEnsemble:
+    """How runs of a task are combined by averaging their class probabilities (``tunesmith eval --ensemble``).
+
+    ``probabilities(run, records, predictions)`` gives each record's probabilities over ``run.labels()`` (in that
+    order): a list of floats (a class per record) or a list of them (a class per word); ``predictions`` are the
+    run's own evaluation predictions of ``records``. ``prediction(labels, probabilities, record)`` is the task's
+    prediction from probabilities averaged over the runs, scored by its ``score_records``.
+    """
+
+    probabilities: Callable[[TrainedRunView, Sequence[Record], Sequence[Prediction]], list[Any]]
+    prediction: Callable[[list[str], Any, Record], Prediction]
+
+
+@dataclass(frozen=True)
 class TaskEvaluation:
     """Per-record predictions scored by the task's own metrics (``tunesmith.pipeline.task_evaluation``)."""
 
@@ -101,6 +116,7 @@ class TaskEvaluation:
     baselines: Callable[[Sequence[Record], Sequence[Record], RunConfig], dict[str, list[Prediction]]] | None = None
     details: Callable[[Sequence[Prediction], Sequence[Record], RunConfig], dict[str, Any]] | None = None
     describe: Callable[[Record], dict[str, str]] | None = None  # input and reference texts for people
+    ensemble: TaskEnsemble | None = None  # how its runs average into an ensemble; None: they do not
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,16 @@ from tunesmith.data.formats import RowError
 from tunesmith.data.records import Record, Tagged
 from tunesmith.metrics.tagging import entities, is_entity_scheme, per_type, tagging_metrics
 from tunesmith.models.resolve import ResolvedModel
-from tunesmith.recipes.contract import ENCODER_HEAD_METHODS, Batch, EngineTraining, Recipe, TaskEvaluation, TaskFns
+from tunesmith.recipes.contract import (
+    ENCODER_HEAD_METHODS,
+    Batch,
+    EngineTraining,
+    Recipe,
+    TaskEnsemble,
+    TaskEvaluation,
+    TaskFns,
+    TrainedRunView,
+)
 
 IGNORE_INDEX = -100
 
@@ -207,31 +216,69 @@ def _id2label(model: Any) -> dict[int, str]:
 
 
 @torch.no_grad()
-def predict_tags(
+def word_probabilities(
     model: Any, tokenizer: Any, sentences: Sequence[Sequence[str]], max_len: int, batch_size: int, description: str
-) -> list[dict[str, Any]]:
-    """Word-level tags (and the mean probability of the chosen tags) for each sentence."""
+) -> list[list[list[float]]]:
+    """Each sentence's tag probabilities (in the head's order) at the first sub-token of every word the model sees;
+    words cut off by truncation (at the end) have none."""
     _check_fast(tokenizer)
     model.eval()
     device = next(model.parameters()).device
-    id2label = _id2label(model)
-    out: list[dict[str, Any]] = []
+    out: list[list[list[float]]] = []
     starts = list(range(0, len(sentences), batch_size))
     for start in track(starts, description):
         chunk = [list(s) for s in sentences[start : start + batch_size]]
         encoded = _tokenize(tokenizer, chunk, max_len, padding=True, return_tensors="pt")
         logits = token_logits(model, encoded["input_ids"].to(device), encoded["attention_mask"].to(device))
-        probs = logits.float().softmax(-1)
-        best = probs.max(-1)
-        for row, words in enumerate(chunk):
-            tags, confidences, previous = ["O"] * len(words), [], None
+        probs = logits.float().softmax(-1).cpu()
+        for row in range(len(chunk)):
+            firsts, previous = [], None
             for position, word in enumerate(encoded.word_ids(row)):
                 if word is not None and word != previous:
-                    tags[word] = id2label[int(best.indices[row, position])]
-                    confidences.append(float(best.values[row, position]))
+                    firsts.append(position)
                 previous = word
-            out.append({"prediction": tags, "confidence": sum(confidences) / max(len(confidences), 1)})
+            out.append(probs[row, firsts].tolist())
     return out
+
+
+def tags_from_probabilities(labels: Sequence[str], probabilities: Sequence[Sequence[float]], n_words: int) -> dict:
+    """Word-level tags (``O`` for words the model did not see) and the mean probability of the chosen tags."""
+    tags, confidences = ["O"] * n_words, []
+    for word, probs in enumerate(probabilities):
+        best = max(range(len(labels)), key=lambda k: probs[k])
+        tags[word] = labels[best]
+        confidences.append(float(probs[best]))
+    return {"prediction": tags, "confidence": sum(confidences) / max(len(confidences), 1)}
+
+
+def predict_tags(
+    model: Any, tokenizer: Any, sentences: Sequence[Sequence[str]], max_len: int, batch_size: int, description: str
+) -> list[dict[str, Any]]:
+    """Word-level tags (and the mean probability of the chosen tags) for each sentence."""
+    id2label = _id2label(model)
+    labels = [id2label[i] for i in range(len(id2label))]
+    probabilities = word_probabilities(model, tokenizer, sentences, max_len, batch_size, description)
+    return [tags_from_probabilities(labels, p, len(s)) for p, s in zip(probabilities, sentences, strict=True)]
+
+
+def run_word_probabilities(
+    run: TrainedRunView, records: Sequence[Tagged], predictions: Sequence[dict[str, Any]]
+) -> list[list[list[float]]]:
+    """Each record's per-word tag probabilities from the run's tuned model (its predictions keep only the tags)."""
+    model, tokenizer = run.load_tuned()
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    labels = [_id2label(model)[i] for i in range(len(_id2label(model)))]
+    if labels != run.labels():
+        raise ConfigError(f"{run.dir.root}: the model's tags {labels} differ from the run's {run.labels()}")
+    cfg = run.config
+    sentences = [r.tokens for r in records]
+    return word_probabilities(model, tokenizer, sentences, cfg.training.max_seq_len, cfg.eval.batch_size, "ensemble")
+
+
+def ensemble_prediction(labels: list[str], probabilities: list[list[float]], record: Tagged) -> dict[str, Any]:
+    prediction = tags_from_probabilities(labels, probabilities, len(record.tokens))
+    prediction["display"] = _show(record.tokens, prediction["prediction"])
+    return prediction
 
 
 def _show(tokens: Sequence[str], tags: Sequence[str]) -> str:
@@ -299,6 +346,7 @@ RECIPE = Recipe(
         predict_records, score_records,
         base_is_meaningful=False,  # a freshly initialised tag head predicts noise
         baselines=baselines, details=details, describe=describe,
+        ensemble=TaskEnsemble(run_word_probabilities, ensemble_prediction),
     ),
 )
 # fmt: on

@@ -15,27 +15,7 @@ from tunesmith.core.config import METHOD_SECTIONS
 from tunesmith.core.environment import summary
 from tunesmith.core.fs import read_json, write_text
 from tunesmith.pipeline.trained import TrainedRun
-
-USAGE_MERGED = """```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("{path}")
-model = AutoModelForCausalLM.from_pretrained("{path}")
-messages = [{{"role": "user", "content": "..."}}]
-inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-reply = model.generate(**inputs, max_new_tokens=64)  # stops at the chat template's end of turn
-print(tokenizer.decode(reply[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
-```"""
-
-USAGE_ADAPTER = """```python
-from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-base = AutoModelForCausalLM.from_pretrained("{base}")
-model = PeftModel.from_pretrained(base, "{path}")
-tokenizer = AutoTokenizer.from_pretrained("{path}")
-```"""
-
+from tunesmith.ship.export_task import ExportTarget, usage
 
 # The hub ids of the offline aliases (models/resolve.py), so the card names a base model anyone can load.
 ALIAS_HUB_IDS = {
@@ -53,8 +33,9 @@ def write_model_card(
     checks: dict[str, Any],
     folder_name: str,
     gate: dict[str, Any] | None = None,
+    heads: dict[str, ExportTarget] | None = None,
 ) -> None:
-    write_text(path, model_card(run, kind, dtype, max_logit_diff, checks, folder_name, gate))
+    write_text(path, model_card(run, kind, dtype, max_logit_diff, checks, folder_name, gate, heads))
 
 
 def model_card(
@@ -65,27 +46,38 @@ def model_card(
     checks: dict[str, Any],
     folder_name: str,
     gate: dict[str, Any] | None = None,
+    heads: dict[str, ExportTarget] | None = None,
 ) -> str:
-    gguf = checks.get("gguf")
+    """The card of an export; ``heads`` maps each folder written ("" for the export's own folder, a task's name for
+    a multi-head run's) to its task's export (a chat model when not given)."""
+    from transformers import AutoModelForCausalLM
+
+    heads = heads or {"": ExportTarget(run.config.task.name, AutoModelForCausalLM)}
     cfg = run.config
     name = run.dir.root.name
     base = ALIAS_HUB_IDS.get(cfg.model.name, cfg.model.name)
     on_hub = base.count("/") == 1 and not Path(base).expanduser().exists()
     library = "peft" if kind == "adapter" else "transformers"
+    first = next(iter(heads.values()))
     front = {
         **({"base_model": base} if on_hub else {}),  # the hub's metadata wants a hub id, not a local path
         "library_name": library,
-        "pipeline_tag": "text-generation",
-        "tags": ["tunesmith", cfg.task.name, cfg.method.name],
+        "pipeline_tag": first.pipeline_tag,
+        "tags": ["tunesmith", *dict.fromkeys([cfg.task.name, *(t.task for t in heads.values())]), cfg.method.name],
     }
     lora = cfg.method.name in ("lora", "qlora")
     method = f"{cfg.method.name} (r {cfg.method.lora.r}, alpha {cfg.method.lora.alpha})" if lora else cfg.method.name
     form = {"adapter": "LoRA adapter only (peft layout)", "merged": "LoRA merged into the base weights", "full": ""}
+    if kind == "adapter" and cfg.method.name not in ("lora", "qlora"):
+        form["adapter"] = f"the {cfg.method.name} adapter only (peft layout)"
+    multi = "" not in heads
+    task = "a head per task on one shared backbone (" + ", ".join(heads) + ")" if multi else f"task `{cfg.task.name}`"
     sections = [
         f"---\n{yaml.safe_dump(front, sort_keys=False)}---",
         f"# {name}",
-        f"`{cfg.model.name}` fine-tuned with tunesmith: task `{cfg.task.name}`, method {method}. "
+        f"`{cfg.model.name}` fine-tuned with tunesmith: {task}, method {method}. "
         f"This export: {form[kind] or 'all weights'}, {dtype}.",
+        "## Model\n\n" + _layout(heads, folder_name),
         "## Base model\n\n"
         f"`{base}`{f' (revision {cfg.model.revision})' if cfg.model.revision else ''}"
         f"{f', used through the tunesmith alias `{cfg.model.name}`' if base != cfg.model.name else ''}. "
@@ -94,28 +86,59 @@ def model_card(
         "## Method and hyperparameters\n\n" + _hyperparameters(cfg.model_dump(mode="json")),
         "## Training\n\n" + _training(run),
         "## Environment\n\n" + _environment(run),
-        "## Evaluation\n\n" + _evaluation(run),
+        "## Evaluation\n\n" + (_task_evaluations(run) if multi else _evaluation(run)),
         *([f"## Evaluation gate\n\n{_gate(gate)}"] if gate is not None else []),
-        "## Use\n\n" + (USAGE_ADAPTER if kind == "adapter" else USAGE_MERGED).format(path=folder_name, base=base),
-        "## Export check\n\n"
-        f"This folder was loaded back with plain transformers{' and peft' if kind == 'adapter' else ''} after "
-        f"writing, and its logits on {checks['probes']} conversations from the run's data were compared with the "
-        f"run's tuned model computed in fp64: max |difference| {max_logit_diff:.2e}"
+        "## Use\n\n"
+        + "\n\n".join(
+            (f"`{folder}/`:\n\n" if folder else "")
+            + usage(target, kind, f"{folder_name}/{folder}" if folder else folder_name, base, run)
+            for folder, target in heads.items()
+        ),
+        "## Export check\n\n" + _export_check(kind, dtype, max_logit_diff, checks, multi),
+        "## Limitations\n\n" + _limitations(run, heads),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def _layout(heads: dict[str, ExportTarget], folder_name: str) -> str:
+    """What each folder holds: its task, the class that loads it, the pipeline that serves it and its labels."""
+    lines = []
+    for folder, target in heads.items():
+        where = f"`{folder_name}/{folder}/`" if folder else "This folder"
+        labels = f"; labels (id2label): {', '.join(f'`{x}`' for x in target.labels)}" if target.labels else ""
+        lines.append(
+            f"- {where}: task `{target.task}`, loads with `{target.class_name}.from_pretrained` (pipeline "
+            f"`{target.pipeline_tag}`){labels}."
+        )
+    if "" not in heads:
+        lines.append(
+            "\nThe backbone was trained once, for every task; each task's folder holds a complete copy of it with "
+            "that task's head and the tokenizer, so each loads on its own with plain transformers."
+        )
+    return "\n".join(lines)
+
+
+def _export_check(kind: str, dtype: str, max_logit_diff: float, checks: dict[str, Any], multi: bool) -> str:
+    gguf = checks.get("gguf")
+    first = next(iter(checks["heads"].values())) if multi else checks
+    text = (
+        f"{'Each folder' if multi else 'This folder'} was loaded back with plain transformers"
+        f"{' and peft' if kind == 'adapter' else ''} after writing, and its outputs (logits) on {first['probes']} rows "
+        f"of the run's data were compared with the run's tuned model computed in fp64: max |difference| "
+        f"{max_logit_diff:.2e}"
         + (
-            f" (required: at most {checks['allowed_fp32']:.1e}; the run's own fp32 outputs are "
-            f"{checks['fp32_noise']:.1e} from the fp64 ones)."
+            f" (required: at most {first['allowed_fp32']:.1e}; the run's own fp32 outputs are "
+            f"{first['fp32_noise']:.1e} from the fp64 ones), the same top class, token or span everywhere."
             if dtype == "fp32"
             else f" ({dtype} rounding of the weights)."
         )
-        + (
+    )
+    if gguf:
+        text += (
             f"\n\n`gguf/{gguf['file']}` (for llama.cpp and compatible runtimes) was loaded back with transformers: "
             f"max |logit difference| {gguf['max_logit_diff']:.2e} at a logit scale of {gguf['logit_scale']:.2f}."
-            if gguf
-            else ""
-        ),
-        "## Limitations\n\n" + _limitations(run),
-    ]
-    return "\n\n".join(sections) + "\n"
+        )
+    return text
 
 
 def _environment(run: TrainedRun) -> str:
@@ -212,10 +235,28 @@ def _evaluation(run: TrainedRun) -> str:
             cells.append(f"{values[1] - values[0]:+.4f}")
         rows.append(f"| {metric} | " + " | ".join(cells) + " |")
     test_rows = run.dir.read_state()["stages"].get("evaluate", {}).get("rows", "?")
-    return (
-        f"Greedy answers on {test_rows} test rows; `base` is the base model asked the same prompts zero-shot.\n\n"
-        + "\n".join(rows)
+    said = (
+        f"Greedy answers on {test_rows} test rows; `base` is the base model asked the same prompts zero-shot."
+        if "base" in metrics
+        else f"Predictions on {test_rows} test rows (a fresh task head has no meaningful base model to compare)."
     )
+    return f"{said}\n\n" + "\n".join(rows)
+
+
+def _task_evaluations(run: TrainedRun) -> str:
+    """A multi-head run's evaluation: each task's metrics on its own test split (``eval/tasks.json``)."""
+    path = run.dir.eval / "tasks.json"
+    if not path.is_file():
+        return "This run was not evaluated (eval.enabled was false or evaluation did not finish)."
+    rows = ["| task | metric | tuned |", "|---|---|---|"]
+    for task, metrics in read_json(path).items():
+        for metric, value in metrics.get("tuned", {}).items():
+            rows.append(
+                f"| {task} | {metric} | {value:.4f} |"
+                if isinstance(value, float)
+                else f"| {task} | {metric} | {value} |"
+            )
+    return "Each task's predictions on its own test split.\n\n" + "\n".join(rows)
 
 
 def _gate(gate: dict[str, Any]) -> str:
@@ -229,16 +270,20 @@ def _gate(gate: dict[str, Any]) -> str:
     )
 
 
-def _limitations(run: TrainedRun) -> str:
+def _limitations(run: TrainedRun, heads: dict[str, ExportTarget]) -> str:
     cfg = run.config
+    chat = all(t.causal for t in heads.values())
+    template = f" with the prompt template `{cfg.data.prompt_template!r}`" if cfg.data.prompt_template else ""
     items = [
         "It inherits the base model's knowledge, biases and licence; fine-tuning does not remove them.",
         "The scores above come from one test slice of the same source as the training data; expect lower "
         "scores on other kinds of text.",
         "Prompt it the way it was trained: the chat template in this folder"
-        + (f" with the prompt template `{cfg.data.prompt_template!r}`" if cfg.data.prompt_template else "")
+        + template
         + (f" and the system prompt `{cfg.task.system_prompt!r}`" if cfg.task.system_prompt else "")
-        + ".",
+        + "."
+        if chat
+        else f"Give it inputs the way it was trained{template or ' (the texts as they are in the training data)'}.",
         f"Trained on sequences of at most {cfg.training.max_seq_len} tokens; longer inputs were truncated.",
     ]
     return "\n".join(f"- {item}" for item in items)

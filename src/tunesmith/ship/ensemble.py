@@ -1,8 +1,10 @@
 """Ensembles of evaluated runs: average their label probabilities (or vote), and adapter soups.
 
-Members must have been evaluated on the same test rows. A soup merges the LoRA adapters of runs on the same
-base model into one adapter with peft's ``add_weighted_adapter`` (linear, TIES or DARE) and evaluates it.
-Each ensemble is reported next to its members.
+Members must be runs of one task, evaluated the same way on the same test rows. Chat runs combine their replies
+(label probabilities averaged, else a vote); task-head runs (classify, tag) average their class probabilities
+(``ensemble_tasks.py``). A soup merges the LoRA adapters of chat runs on the same base model into one adapter
+with peft's ``add_weighted_adapter`` (linear, TIES or DARE) and evaluates it. Each ensemble is reported next to
+its members.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from tunesmith.core.errors import TunesmithError
 from tunesmith.core.fs import atomic_dir, read_jsonl, write_json, write_jsonl
 from tunesmith.data.records import Chat
 from tunesmith.metrics.text import extract_label, normalize
-from tunesmith.recipes.contract import ChatEvaluation
+from tunesmith.recipes.contract import ChatEvaluation, TaskEvaluation
+from tunesmith.ship.ensemble_tasks import ensemble_task_runs
 
 if TYPE_CHECKING:
     from tunesmith.pipeline.trained import TrainedRun
@@ -27,12 +30,17 @@ def ensemble_runs(runs: list[TrainedRun], out_dir: Path, soup: str | None = None
     """Evaluate the ensemble (and optionally the adapter soup) of ``runs``; write metrics and predictions."""
     if len(runs) < 2:
         raise TunesmithError("an ensemble needs at least two runs")
-    first = runs[0]
-    evaluation, labels = _chat_evaluation(first), _labels(first)
-    rows = {run.dir.root.name: _predictions(run) for run in runs}
-    names = list(rows)
+    names = [run.dir.root.name for run in runs]
     if len(set(names)) != len(names):
         raise TunesmithError(f"runs must have different names to be told apart: {', '.join(names)}")
+    check_combinable(runs)
+    first = runs[0]
+    if isinstance(first.recipe.evaluation, TaskEvaluation):
+        if soup:
+            raise TunesmithError("--soup merges the LoRA adapters of chat runs; leave it out for task-head runs")
+        return ensemble_task_runs(runs, out_dir)
+    evaluation, labels = _chat_evaluation(first), _labels(first)
+    rows = {run.dir.root.name: _predictions(run) for run in runs}
     _check_same_rows(runs, rows, labels)
     references = [row["reference"] for row in rows[names[0]]]
     members = {name: [_reply(evaluation, row) for row in member] for name, member in rows.items()}
@@ -57,6 +65,34 @@ def ensemble_runs(runs: list[TrainedRun], out_dir: Path, soup: str | None = None
         write_json(tmp / "metrics.json", {"method": method, "members": names, "metrics": metrics})
         write_jsonl(tmp / "predictions.jsonl", predictions)
     return metrics
+
+
+def check_combinable(runs: list[TrainedRun]) -> None:
+    """Refuse runs that cannot be combined: a multi-head run, different tasks, or one task answered two ways
+    (a classifier's head and a chat model's label words)."""
+    first = runs[0]
+    for run in runs:
+        if run.config.multihead:
+            raise TunesmithError(
+                f"{run.dir.root}: a multi-head run has a model per task; an ensemble combines runs of one task"
+            )
+        if run.config.task.name != first.config.task.name:
+            raise TunesmithError(
+                "runs of different tasks cannot be combined: "
+                + ", ".join(f"{r.dir.root.name} is {r.config.task.name}" for r in runs)
+            )
+        if type(run.recipe.evaluation) is not type(first.recipe.evaluation):
+            raise TunesmithError(
+                "these runs answer in different ways and cannot be combined: "
+                + ", ".join(f"{r.dir.root.name} {_answers(r)}" for r in runs)
+            )
+
+
+def _answers(run: TrainedRun) -> str:
+    evaluation = run.recipe.evaluation
+    if isinstance(evaluation, ChatEvaluation):
+        return "with generated replies (a chat model)"
+    return "with a task head's predictions" if isinstance(evaluation, TaskEvaluation) else "by its own evaluation"
 
 
 def combine(evaluation: ChatEvaluation, members: list[list[Any]], labels: list[str] | None) -> list[Any]:

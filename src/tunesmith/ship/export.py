@@ -1,9 +1,11 @@
-"""Export a trained run: a merged Hugging Face folder or the adapter alone, checked for equivalence, with a model card.
+"""Export a trained run of any task: a Hugging Face folder (merged or whole weights) or the adapter alone, checked for
+equivalence, with a model card.
 
 Every export is verified before it is put in place: the written folder is loaded back the way a user would load
-it (plain ``transformers``, or ``peft`` on the base model) and its logits on prompts from the run's own data are
-compared with those of the run's tuned model. A run whose evaluation gate (``eval.gate``) fails is refused unless
-forced, and the model card then says it was forced.
+it (plain ``transformers`` with the task's ``AutoModelFor...`` class, or ``peft`` on the base model with its head)
+and its outputs on rows of the run's own data are compared with those of the run's tuned model (``models/merge.py``).
+A multi-head run is written as one such folder per task (``<out>/<task>/``). A run whose evaluation gate
+(``eval.gate``) fails is refused unless forced, and the model card then says it was forced.
 """
 
 from __future__ import annotations
@@ -20,17 +22,27 @@ from tunesmith.core.progress import Progress
 from tunesmith.models.adapt import PEFT_METHODS, load_adapter
 from tunesmith.models.gguf_writer import KINDS as GGUF_KINDS
 from tunesmith.models.gguf_writer import write_gguf
-from tunesmith.models.load import load_causal_lm
-from tunesmith.models.merge import DTYPES, check_loaded, logits, max_diff, reference_outputs, save_whole
+from tunesmith.models.merge import (
+    DTYPES,
+    Probe,
+    Reference,
+    check_loaded,
+    logits,
+    max_diff,
+    reference_outputs,
+    save_whole,
+)
 from tunesmith.pipeline.gate import require_gate
 from tunesmith.pipeline.probes import probe_inputs
 from tunesmith.pipeline.trained import TrainedRun
 from tunesmith.ship.card import write_model_card
+from tunesmith.ship.export_task import ExportTarget, check_head, export_target, refuse_unsupported
 
 MERGEABLE = ("lora", "qlora", "ia3")  # peft methods whose weights fold into the base model
 # max |logit difference| of a GGUF, as a fraction of the logit scale. q8_0 on the 64-wide test model measured
 # 4-5.4% depending on the trained weights; a broken conversion is off by ~100%.
 GGUF_TOLERANCE = {"f16": 0.01, "q8_0": 0.1}
+STEPS = 4  # per folder written: load the tuned model, reference outputs, write, verify
 
 
 @dataclass
@@ -39,9 +51,21 @@ class ExportResult:
     kind: str  # merged | adapter | full
     dtype: str
     max_logit_diff: float  # written export loaded back (fp32 forward) vs the run's tuned model (fp64 forward)
-    checks: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)  # a multi-head run's: {"heads": {task: checks}}
     gguf: Path | None = None
     gate: dict[str, Any] | None = None  # the evaluation gate's report; None when the run has no gate
+    task: str = "sft"
+    heads: dict[str, ExportTarget] = field(default_factory=dict)  # folder ("" for the top folder) -> its task
+
+
+@dataclass
+class Written:
+    """One folder written and loaded back: the loaded model, its tokenizer, and what it was checked against."""
+
+    loaded: Any
+    tokenizer: Any
+    reference: Reference
+    diff: float
 
 
 def export_run(
@@ -49,7 +73,9 @@ def export_run(
 ) -> ExportResult:
     """Write the export to ``out`` (atomically; ``out`` must not exist) and return what was checked.
 
-    A failed evaluation gate raises ``GateFailed`` naming the failed checks, unless ``force``."""
+    A failed evaluation gate raises ``GateFailed`` naming the failed checks, unless ``force``; an option the task
+    cannot be exported with (``--gguf`` for a task head, ``--merge`` for prefix tuning) raises a ``TunesmithError``
+    saying why."""
     if dtype not in DTYPES:
         raise TunesmithError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     if gguf is not None and gguf not in GGUF_KINDS:
@@ -57,44 +83,94 @@ def export_run(
     if out.exists():
         raise TunesmithError(f"{out} already exists; choose a new --out folder or remove it first")
     kind = export_kind(run.config.method.name, merge or bool(gguf))
+    parts = export_parts(run)
+    for _, target in parts.values():
+        refuse_unsupported(target, gguf)
     gate = require_gate(run, force, "export")
-    with Progress(5 if gguf else 4, "export: load the tuned model", unit="steps") as progress:
-        tuned, tokenizer = run.load_tuned()
-        progress.advance()
-        progress.describe("export: reference outputs")
-        reference = reference_outputs(tuned, probe_inputs(run.dir, tokenizer))
-        checks = reference.checks
-        progress.advance()
-        with atomic_dir(out) as tmp:
-            progress.describe(f"export: write the {kind} model")
-            if kind == "adapter":
-                tuned.to(DTYPES[dtype]).save_pretrained(tmp, safe_serialization=True)
-                loaded = load_adapter(load_causal_lm(run.config.model), tmp).eval()
-            else:
-                loaded = save_whole(tuned, tokenizer, tmp, reference, merge=kind == "merged", dtype=dtype)
-            tokenizer.save_pretrained(tmp)
+    with Progress(STEPS * len(parts) + bool(gguf), "export", unit="steps") as progress, atomic_dir(out) as tmp:
+        written = {
+            folder: write_checked(part, target, kind, dtype, tmp / folder, progress, folder)
+            for folder, (part, target) in parts.items()
+        }
+        checks = written[""].reference.checks if "" in written else {"heads": _head_checks(written)}
+        diff = max(w.diff for w in written.values())
+        gguf_path = None
+        if gguf:
+            progress.describe(f"export: GGUF {gguf}")
+            main = written[""]
+            gguf_path = _write_gguf(main.loaded, main.tokenizer, tmp, gguf, main.reference.probes, checks)
             progress.advance()
-            progress.describe("export: verify it loads back")
-            diff = check_loaded(loaded, reference, dtype)
-            progress.advance()
-            gguf_path = None
-            if gguf:
-                progress.describe(f"export: GGUF {gguf}")
-                gguf_path = _write_gguf(loaded, tokenizer, tmp, gguf, reference.probes, checks)
-                progress.advance()
-            result = ExportResult(out, kind, dtype, diff, checks, gguf_path and out / gguf_path.relative_to(tmp), gate)
-            write_json(tmp / "export.json", _summary(run, result))
-            write_model_card(run, tmp / "README.md", kind, dtype, diff, checks, folder_name=out.name, gate=gate)
+        heads = {folder: target for folder, (_, target) in parts.items()}
+        task = run.config.task.name if "" in parts else "multihead"
+        result = ExportResult(
+            out, kind, dtype, diff, checks, gguf_path and out / gguf_path.relative_to(tmp), gate, task, heads
+        )
+        write_json(tmp / "export.json", _summary(run, result))
+        write_model_card(run, tmp / "README.md", kind, dtype, diff, checks, out.name, gate, heads)
     return result
+
+
+def export_parts(run: TrainedRun) -> dict[str, tuple[TrainedRun, ExportTarget]]:
+    """The folders an export writes: ``{"": (run, target)}``, or one per task of a multi-head run (``<task>/``)."""
+    if not run.config.multihead:
+        return {"": (run, export_target(run))}
+    parts = {}
+    for name in run.task_configs():
+        task_run = run.task_run(name)
+        parts[name] = (task_run, export_target(task_run))
+    return parts
+
+
+def write_checked(
+    run: TrainedRun, target: ExportTarget, kind: str, dtype: str, folder: Path, progress: Progress, label: str = ""
+) -> Written:
+    """Write ``run``'s tuned model to ``folder`` as ``kind`` and load it back as a user would; the outputs on
+    probe rows must match the run's model (fp32: within the reference's tolerance, with the same argmax)."""
+    step = f"export{f' {label}' if label else ''}"
+    progress.describe(f"{step}: load the tuned model")
+    tuned, tokenizer = run.load_tuned()
+    check_head(tuned, target)
+    progress.advance()
+    progress.describe(f"{step}: reference outputs")
+    reference = reference_outputs(tuned, _probes(run, tuned, tokenizer))
+    progress.advance()
+    progress.describe(f"{step}: write the {kind} model")
+    if kind == "adapter":
+        tuned.to(DTYPES[dtype]).save_pretrained(folder, safe_serialization=True)
+        loaded = load_adapter(run.load_base(), folder).eval()
+    else:
+        merged = kind == "merged"
+        loaded = save_whole(tuned, tokenizer, folder, reference, merged, dtype, target.auto_class, target.config_update)
+    tokenizer.save_pretrained(folder)
+    progress.advance()
+    progress.describe(f"{step}: verify it loads back")
+    diff = check_loaded(loaded, reference, dtype)
+    progress.advance()
+    return Written(loaded, tokenizer, reference, diff)
+
+
+def _probes(run: TrainedRun, model: Any, tokenizer: Any) -> list[Probe]:
+    """Rows of the run's data as the model's inputs (an encoder-decoder's target after its decoder start token)."""
+    config = model.config
+    start = config.decoder_start_token_id if config.is_encoder_decoder else None
+    return probe_inputs(run.dir, tokenizer, run.config.training.max_seq_len, start)
+
+
+def _head_checks(written: dict[str, Written]) -> dict[str, Any]:
+    return {folder: {**w.reference.checks, "max_logit_diff": w.diff} for folder, w in written.items()}
 
 
 def export_kind(method: str, merge: bool) -> str:
     """adapter (peft layout), merged (adapter folded into the weights) or full (the run saved whole weights)."""
     if method not in PEFT_METHODS and method != "adapter":
         return "full"  # full, freeze, prune: the run's model is already whole weights
+    if method == "adapter":
+        raise TunesmithError(
+            "method 'adapter' (bottleneck adapters) is tunesmith's own layout, which transformers and peft do not "
+            "load, and its nonlinear layers cannot be folded into the base weights.\n  fix: use the run in place "
+            "(`tunesmith predict`, `tunesmith serve`), or train with lora, ia3 or full to export it"
+        )
     if not merge:
-        if method == "adapter":
-            raise TunesmithError("bottleneck adapters are tunesmith's own layout; export them with --merge")
         return "adapter"
     if method not in MERGEABLE:
         raise TunesmithError(
@@ -105,7 +181,7 @@ def export_kind(method: str, merge: bool) -> str:
 
 
 def _write_gguf(
-    model: Any, tokenizer: Any, folder: Path, kind: str, probes: list[torch.Tensor], checks: dict[str, Any]
+    model: Any, tokenizer: Any, folder: Path, kind: str, probes: list[Probe], checks: dict[str, Any]
 ) -> Path:
     """Write ``model-<kind>.gguf``, load it back with transformers, and compare its logits and tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -123,7 +199,7 @@ def _write_gguf(
             f"(allowed {GGUF_TOLERANCE[kind]:.0%} of the logit scale {scale:.3g})"
         )
     gguf_tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    texts = [tokenizer.decode(ids[0]) for ids in probes]
+    texts = [tokenizer.decode(probe["input_ids"][0]) for probe in probes]
     same_ids = [gguf_tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts] == [
         tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts
     ]
@@ -138,9 +214,20 @@ def _mkdir(path: Path) -> Path:
 
 
 def _summary(run: TrainedRun, result: ExportResult) -> dict[str, Any]:
+    folders = {
+        folder or ".": {
+            "task": target.task,
+            "auto_class": target.class_name,
+            "pipeline_tag": target.pipeline_tag,
+            **({"labels": target.labels} if target.labels else {}),
+        }
+        for folder, target in result.heads.items()
+    }
     return {
         "run": str(run.dir.root),
         "base_model": run.config.model.name,
+        "task": result.task,
+        "folders": folders,
         "kind": result.kind,
         "dtype": result.dtype,
         "max_logit_diff": result.max_logit_diff,
