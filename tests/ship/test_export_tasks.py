@@ -19,80 +19,14 @@ from transformers import (
 )
 
 from tests.helpers.cli import run_cli_in_process
-from tests.helpers.configs import write_qa_config, write_tag_config
+from tests.helpers.configs import write_qa_config
 from tests.helpers.data import write_pairs
-from tests.helpers.models import build_classify_bert, build_tiny_t5, build_token_bert
-from tests.helpers.paths import SST2
+from tests.helpers.models import build_tiny_t5
+from tests.helpers.task_runs import LORA, train, write_config
 from tests.recipes.test_seq2seq import copy_rows
 from tunesmith.core.errors import TunesmithError
-from tunesmith.pipeline.run import Run
 from tunesmith.pipeline.trained import TrainedRun
 from tunesmith.ship.export import export_kind, export_run
-
-LORA = {"name": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
-QUICK_EVAL = {"batch_size": 32, "bootstrap_samples": 100, "bias_probe": False}
-
-
-def train(path: Path) -> Path:
-    run = Run.from_file(path)
-    run.run()
-    return run.dir.root
-
-
-def write_config(folder: Path, name: str, config: dict[str, Any]) -> Path:
-    config.setdefault("output", {"dir": str(folder / "runs"), "name": name})
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
-
-
-def classify_config(folder: Path, model_dir: Path, name: str, method: dict, seed: int) -> Path:
-    return write_config(
-        folder,
-        name,
-        {
-            "model": {"name": str(model_dir)},
-            "task": {"name": "classify"},
-            "data": {
-                "train": str(SST2 / "train.tsv"),
-                "test": str(SST2 / "dev.tsv"),
-                "label_names": {0: "negative", 1: "positive"},
-                "train_rows": 64,
-                "test_rows": 16,
-            },
-            "method": method,
-            "training": {"max_steps": 4, "batch_size": 8, "learning_rate": 5e-3, "max_seq_len": 32, "seed": seed},
-            "eval": QUICK_EVAL,
-        },
-    )
-
-
-@pytest.fixture(scope="module")
-def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_classify_bert(tmp_path_factory.mktemp("bert"))
-
-
-@pytest.fixture(scope="module")
-def token_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_token_bert(tmp_path_factory.mktemp("token-bert"))
-
-
-@pytest.fixture(scope="module")
-def classify_lora(bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("classify")
-    return train(classify_config(folder, bert_dir, "cls-lora", LORA, seed=1))
-
-
-@pytest.fixture(scope="module")
-def classify_full(bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("classify")
-    return train(classify_config(folder, bert_dir, "cls-full", {"name": "full"}, seed=2))
-
-
-@pytest.fixture(scope="module")
-def tag_lora(token_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tag")
-    return train(write_tag_config(folder, token_bert_dir, method=LORA, training={"max_steps": 4}, eval=QUICK_EVAL))
 
 
 def tuned_outputs(run_dir: Path, inputs: dict[str, torch.Tensor]) -> Any:

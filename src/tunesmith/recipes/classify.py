@@ -24,15 +24,21 @@ from tunesmith.core.errors import ConfigError
 from tunesmith.core.progress import track
 from tunesmith.data.records import Labeled
 from tunesmith.models.resolve import ResolvedModel
-from tunesmith.recipes.common.labels import baselines, convert, details, prediction, row_correct, score_records
+from tunesmith.recipes.common.labels import (
+    LABEL_ENSEMBLE,
+    baselines,
+    convert,
+    details,
+    prediction,
+    row_correct,
+    score_records,
+)
 from tunesmith.recipes.contract import (
     Batch,
     EngineTraining,
     Recipe,
-    TaskEnsemble,
     TaskEvaluation,
     TaskFns,
-    TrainedRunView,
 )
 
 # ------------------------------------------------------------ records and labels
@@ -208,18 +214,6 @@ def predict_texts(model: Any, tokenizer: Any, texts: Sequence[str], cfg: RunConf
     return predict_records(model, tokenizer, records, cfg, "predict")
 
 
-def stored_probabilities(
-    run: TrainedRunView, records: Sequence[Labeled], predictions: Sequence[dict[str, Any]]
-) -> list[list[float]]:
-    """Each record's class probabilities as the run's evaluation wrote them (over ``run.labels()``)."""
-    labels = run.labels() or []
-    return [[p["probabilities"][label] for label in labels] for p in predictions]
-
-
-def ensemble_prediction(labels: list[str], probabilities: list[float], record: Labeled) -> dict[str, Any]:
-    return prediction(labels, probabilities)
-
-
 # fmt: off
 RECIPE = Recipe(
     name="classify", accepts=(Labeled,), peft_task_type="SEQ_CLS", packs=False,
@@ -230,7 +224,7 @@ RECIPE = Recipe(
         predict_records, score_records,
         base_is_meaningful=False,  # a freshly initialised head predicts at random: compare with the majority class
         row_correct=row_correct, baselines=baselines, details=details,
-        ensemble=TaskEnsemble(stored_probabilities, ensemble_prediction),
+        ensemble=LABEL_ENSEMBLE,
     ),
     predict_texts=predict_texts, annotator="classifier",
 )

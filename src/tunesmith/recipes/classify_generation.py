@@ -22,7 +22,15 @@ from tunesmith.data.records import Chat, Labeled, Message
 from tunesmith.data.render import IGNORE_INDEX, Encoded, encode_chat
 from tunesmith.engine.lm_loss import capture_final_hidden, fast_path_possible, unwrap
 from tunesmith.recipes import sft
-from tunesmith.recipes.common.labels import baselines, convert, details, prediction, row_correct, score_records
+from tunesmith.recipes.common.labels import (
+    LABEL_ENSEMBLE,
+    baselines,
+    convert,
+    details,
+    prediction,
+    row_correct,
+    score_records,
+)
 from tunesmith.recipes.contract import EngineTraining, Recipe, TaskEvaluation, TaskFns
 
 
@@ -111,7 +119,7 @@ RECIPE = Recipe(
     evaluation=TaskEvaluation(
         predict_records, score_records,  # label-constrained: each label's answer likelihood, no free text parsed
         base_is_meaningful=True,  # a chat model can answer zero-shot
-        row_correct=row_correct, baselines=baselines, details=details,
+        row_correct=row_correct, baselines=baselines, details=details, ensemble=LABEL_ENSEMBLE,
     ),
     predict_texts=predict_texts, annotator="classifier",
     chat_replies=sft.predict,  # still a chat model: it can be served and chatted with

@@ -12,6 +12,7 @@ from tunesmith.data.formats import RowError
 from tunesmith.data.records import Labeled, Record
 from tunesmith.metrics.classification import classification_details, classification_metrics, probability_metrics
 from tunesmith.metrics.error_analysis import error_analysis
+from tunesmith.recipes.contract import TaskEnsemble, TrainedRunView
 
 
 def convert(record: Record, cfg: RunConfig) -> Labeled:
@@ -84,3 +85,20 @@ def baselines(train: Sequence[Record], records: Sequence[Labeled], cfg: RunConfi
     total = sum(counts.values())
     priors = [counts[label] / total for label in labels]
     return {"majority_class": [prediction(labels, priors) for _ in records]}
+
+
+def stored_probabilities(
+    run: TrainedRunView, records: Sequence[Labeled], predictions: Sequence[dict[str, Any]]
+) -> list[list[float]]:
+    """Each record's class probabilities as the run's evaluation wrote them (over ``run.labels()``)."""
+    labels = run.labels() or []
+    return [[p["probabilities"][label] for label in labels] for p in predictions]
+
+
+def ensemble_prediction(labels: list[str], probabilities: list[float], record: Labeled) -> dict[str, Any]:
+    return prediction(labels, probabilities)
+
+
+# Both classify variants (a head's softmax, the label words' likelihoods) give probabilities over the same labels,
+# so their runs average into one ensemble, whichever way each member answers.
+LABEL_ENSEMBLE = TaskEnsemble(stored_probabilities, ensemble_prediction)
