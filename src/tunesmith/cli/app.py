@@ -140,15 +140,17 @@ def export(
         False, "--force", help="Export even if the run's evaluation gate failed (card says so)."
     ),
 ) -> None:
-    """Export a trained run (adapter, or merged with --merge), verified against the run's model, with a model card."""
+    """Export a trained run of any task (adapter, or merged with --merge; a task head as its AutoModelFor... folder),
+    verified against the run's model, with a model card."""
     from tunesmith.ship.export import export_run
 
     result = export_run(open_run(run_path), out_dir, merge=merge, dtype=dtype, gguf=gguf, force=force)
     if result.gate is not None and not result.gate["passed"]:
         err.print("[yellow]warning:[/] exported with --force although the evaluation gate failed (see README.md)")
     err.print(
-        f"[green]exported[/] {result.kind} model ({result.dtype}) to {result.out}; loaded back and compared: "
-        f"max |logit difference| {result.max_logit_diff:.2e}" + (f"; GGUF {result.gguf}" if result.gguf else "")
+        f"[green]exported[/] {result.task} {result.kind} model ({result.dtype}) to {result.out}; loaded back and "
+        f"compared: max |logit difference| {result.max_logit_diff:.2e}"
+        + (f"; GGUF {result.gguf}" if result.gguf else "")
     )
 
 
