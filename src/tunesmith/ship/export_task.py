@@ -63,8 +63,8 @@ def refuse_unsupported(target: ExportTarget, gguf: str | None) -> None:
     """A ``TunesmithError`` for an option the task's model cannot be exported with."""
     if gguf and not target.causal:
         raise TunesmithError(
-            f"--gguf: GGUF files hold causal language models for llama.cpp; a {target.task} run's model is a "
-            f"{target.class_name} model, which llama.cpp does not run.\n  fix: export it without --gguf"
+            f"--gguf: GGUF files hold causal language models for llama.cpp; a {target.task} run's model loads with "
+            f"{target.class_name}, which llama.cpp does not run.\n  fix: export it without --gguf"
         )
 
 
