@@ -104,6 +104,9 @@ def test_lora_round_trip(family: str, tmp_path: Path) -> None:
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")  # transformers alone, no peft
     assert type(plain).__name__ == type(tuned.get_base_model()).__name__
     assert (_logits(plain) - expected).abs().max() <= 1e-4
+    tied = base_model.config.tie_word_embeddings  # GPT-2 and Gemma: one matrix for input and output, still
+    assert plain.config.tie_word_embeddings == tied
+    assert (plain.get_output_embeddings().weight is plain.get_input_embeddings().weight) == tied
 
     # The GGUF writer (models/gguf_writer.py) is llama-only for now: a clear refusal naming the architecture.
     with pytest.raises(TunesmithError, match=f"this model is '{family}'. Export without --gguf"):
@@ -116,6 +119,7 @@ def test_lora_round_trip(family: str, tmp_path: Path) -> None:
 def test_bottleneck_adapters_on_gpt2_conv1d(tmp_path: Path) -> None:
     from transformers.pytorch_utils import Conv1D
 
+    from tunesmith.models.bottleneck import load_adapters
     from tunesmith.ship.export import export_run
 
     model_dir = build_tiny_family(tmp_path / "base", "gpt2")
@@ -135,6 +139,11 @@ def test_bottleneck_adapters_on_gpt2_conv1d(tmp_path: Path) -> None:
     assert torch.equal(_logits(tuned), expected)
 
     with pytest.raises(TunesmithError, match="cannot be folded into the base weights"):
-        export_run(reloaded, tmp_path / "merged", merge=True)
+        export_run(reloaded, tmp_path / "merged", merge=True)  # nonlinear layers: no merged weights
+    exported = export_run(reloaded, tmp_path / "export")  # the adapters alone, in tunesmith's layout
+    assert exported.kind == "bottleneck" and exported.max_logit_diff <= 1e-4
+    loaded = load_adapters(AutoModelForCausalLM.from_pretrained(model_dir), tmp_path / "export")
+    assert torch.equal(_logits(loaded), expected)
+    assert 'load_adapters(base, Path("export"))' in (tmp_path / "export" / "README.md").read_text()
 
     assert _served_reply(reloaded) == _greedy(tuned, tokenizer)

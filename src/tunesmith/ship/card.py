@@ -36,6 +36,18 @@ model = PeftModel.from_pretrained(base, "{path}")
 tokenizer = AutoTokenizer.from_pretrained("{path}")
 ```"""
 
+USAGE_BOTTLENECK = """```python
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from tunesmith.models.bottleneck import load_adapters  # tunesmith's own layout: bottleneck layers after projections
+
+base = AutoModelForCausalLM.from_pretrained("{base}")
+model = load_adapters(base, Path("{path}"))
+tokenizer = AutoTokenizer.from_pretrained("{path}")
+```"""
+USAGE = {"adapter": USAGE_ADAPTER, "bottleneck": USAGE_BOTTLENECK}
+LOADED_WITH = {"adapter": " and peft", "bottleneck": " and tunesmith's `load_adapters`"}
 
 # The hub ids of the offline aliases (models/resolve.py), so the card names a base model anyone can load.
 ALIAS_HUB_IDS = {
@@ -80,7 +92,12 @@ def model_card(
     }
     lora = cfg.method.name in ("lora", "qlora")
     method = f"{cfg.method.name} (r {cfg.method.lora.r}, alpha {cfg.method.lora.alpha})" if lora else cfg.method.name
-    form = {"adapter": "LoRA adapter only (peft layout)", "merged": "LoRA merged into the base weights", "full": ""}
+    form = {
+        "adapter": "LoRA adapter only (peft layout)",
+        "bottleneck": "bottleneck adapters only (tunesmith's layout)",
+        "merged": "LoRA merged into the base weights",
+        "full": "",
+    }
     sections = [
         f"---\n{yaml.safe_dump(front, sort_keys=False)}---",
         f"# {name}",
@@ -96,9 +113,9 @@ def model_card(
         "## Environment\n\n" + _environment(run),
         "## Evaluation\n\n" + _evaluation(run),
         *([f"## Evaluation gate\n\n{_gate(gate)}"] if gate is not None else []),
-        "## Use\n\n" + (USAGE_ADAPTER if kind == "adapter" else USAGE_MERGED).format(path=folder_name, base=base),
+        "## Use\n\n" + USAGE.get(kind, USAGE_MERGED).format(path=folder_name, base=base),
         "## Export check\n\n"
-        f"This folder was loaded back with plain transformers{' and peft' if kind == 'adapter' else ''} after "
+        f"This folder was loaded back with plain transformers{LOADED_WITH.get(kind, '')} after "
         f"writing, and its logits on {checks['probes']} conversations from the run's data were compared with the "
         f"run's tuned model computed in fp64: max |difference| {max_logit_diff:.2e}"
         + (

@@ -18,6 +18,7 @@ from tunesmith.core.errors import TunesmithError
 from tunesmith.core.fs import atomic_dir, write_json
 from tunesmith.core.progress import Progress
 from tunesmith.models.adapt import PEFT_METHODS, load_adapter
+from tunesmith.models.bottleneck import load_adapters, save_adapters
 from tunesmith.models.gguf_writer import KINDS as GGUF_KINDS
 from tunesmith.models.gguf_writer import write_gguf
 from tunesmith.models.load import load_causal_lm
@@ -36,7 +37,7 @@ GGUF_TOLERANCE = {"f16": 0.01, "q8_0": 0.1}
 @dataclass
 class ExportResult:
     out: Path
-    kind: str  # merged | adapter | full
+    kind: str  # merged | adapter | bottleneck | full
     dtype: str
     max_logit_diff: float  # written export loaded back (fp32 forward) vs the run's tuned model (fp64 forward)
     checks: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +71,9 @@ def export_run(
             if kind == "adapter":
                 tuned.to(DTYPES[dtype]).save_pretrained(tmp, safe_serialization=True)
                 loaded = load_adapter(load_causal_lm(run.config.model), tmp).eval()
+            elif kind == "bottleneck":
+                save_adapters(tuned.to(DTYPES[dtype]), tmp, run.config.method.adapter)
+                loaded = load_adapters(load_causal_lm(run.config.model), tmp).eval()
             else:
                 loaded = save_whole(tuned, tokenizer, tmp, reference, merge=kind == "merged", dtype=dtype)
             tokenizer.save_pretrained(tmp)
@@ -89,13 +93,12 @@ def export_run(
 
 
 def export_kind(method: str, merge: bool) -> str:
-    """adapter (peft layout), merged (adapter folded into the weights) or full (the run saved whole weights)."""
+    """adapter (peft layout), bottleneck (tunesmith's adapter layout), merged (adapter folded into the weights) or
+    full (the run saved whole weights)."""
     if method not in PEFT_METHODS and method != "adapter":
         return "full"  # full, freeze, prune: the run's model is already whole weights
     if not merge:
-        if method == "adapter":
-            raise TunesmithError("bottleneck adapters are tunesmith's own layout; export them with --merge")
-        return "adapter"
+        return "bottleneck" if method == "adapter" else "adapter"
     if method not in MERGEABLE:
         raise TunesmithError(
             f"method '{method}' adds {'virtual tokens' if method in ('prefix', 'prompt') else 'layers'} "
