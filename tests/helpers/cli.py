@@ -1,5 +1,5 @@
 """The `tunesmith` command: the real console script in a subprocess, the same entry point in this process, and a
-`tunesmith serve` process; free TCP ports."""
+`tunesmith serve` process or an app served in a thread; free TCP ports."""
 
 from __future__ import annotations
 
@@ -96,3 +96,25 @@ def serving(args: list[str], log: Path, timeout: float = 180) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def serving_app(app: object, timeout: float = 30) -> Iterator[str]:
+    """An ASGI app served over real HTTP by uvicorn in a thread of this process; yields its base URL."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the in-process server did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

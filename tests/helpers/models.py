@@ -140,3 +140,36 @@ def build_tiny_t5(folder: Path) -> None:
         eos_token_id=1,
     )
     T5ForConditionalGeneration(config).save_pretrained(folder, safe_serialization=True)
+
+
+# Tiny decoders of each supported family (2 layers, hidden 64, 4 heads of 16): config class name and its settings.
+FAMILY_CONFIGS: dict[str, tuple[str, dict]] = {
+    "gpt2": ("GPT2Config", {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 512}),
+    "qwen2": ("Qwen2Config", {"intermediate_size": 128, "num_key_value_heads": 2}),
+    "qwen3": ("Qwen3Config", {"intermediate_size": 128, "num_key_value_heads": 2, "head_dim": 16}),
+    "gemma3_text": ("Gemma3TextConfig", {"intermediate_size": 128, "num_key_value_heads": 2, "head_dim": 16}),
+    "phi3": ("Phi3Config", {"intermediate_size": 128, "num_key_value_heads": 2}),
+}
+_DECODER = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 512}
+
+
+def build_tiny_family(folder: Path, model_type: str) -> Path:
+    """A random 2-layer decoder of ``model_type`` (seed 0) with the tiny ChatML tokenizer; ids as in the tiny llama."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    build_tiny_tokenizer(folder)
+    class_name, settings = FAMILY_CONFIGS[model_type]
+    sizes = {} if model_type == "gpt2" else _DECODER
+    config = getattr(transformers, class_name)(
+        vocab_size=len(AutoTokenizer.from_pretrained(folder)),
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        **sizes,
+        **settings,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder, safe_serialization=True)
+    return folder

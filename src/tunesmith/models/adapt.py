@@ -88,11 +88,37 @@ def apply_method(
         from tunesmith.models.prefix_compat import accept_past_key_values
 
         accept_past_key_values(model)
-    return get_peft_model(model, _peft_config(name, method, tokenizer_path, task_type))
+    return get_peft_model(model, _peft_config(model, name, method, tokenizer_path, task_type))
 
 
-def _peft_config(name: str, method: MethodConfig, tokenizer_path: str | None, task_type: str) -> Any:
+def lora_targets(model: Any, requested: str | list[str]) -> str | list[str]:
+    """LoRA's target modules: ``all-linear`` becomes the model family's projections (``models/families.py``);
+    for an architecture the table does not list, and for explicit names, what was asked."""
+    from tunesmith.models.families import family_of
+
+    family = family_of(model)
+    if requested == "all-linear" and family is not None and family.lora is not None:
+        return list(family.lora)
+    return requested
+
+
+def ia3_targets(model: Any, method: MethodConfig) -> tuple[list[str] | None, list[str] | None]:
+    """IA3's (target, feed-forward) modules: the configured ones, else the family's, else None (peft's default)."""
+    from tunesmith.models.families import family_of
+
+    ia3 = method.ia3
+    if ia3.target_modules is not None:
+        return ia3.target_modules, ia3.feedforward_modules
+    family = family_of(model)
+    if family is None or family.ia3 is None:
+        return None, None
+    return list(family.ia3), list(family.ia3_feedforward or ())
+
+
+def _peft_config(model: Any, name: str, method: MethodConfig, tokenizer_path: str | None, task_type: str) -> Any:
     import peft
+
+    from tunesmith.models.families import uses_conv1d
 
     if name == "prefix":
         return peft.PrefixTuningConfig(task_type=task_type, num_virtual_tokens=method.prefix.num_virtual_tokens)
@@ -109,16 +135,21 @@ def _peft_config(name: str, method: MethodConfig, tokenizer_path: str | None, ta
             }
         return peft.PromptTuningConfig(task_type=task_type, num_virtual_tokens=prompt.num_virtual_tokens, **text)
     if name == "ia3":
-        ia3 = method.ia3
+        targets, feedforward = ia3_targets(model, method)
         return peft.IA3Config(
-            task_type=task_type, target_modules=ia3.target_modules, feedforward_modules=ia3.feedforward_modules
+            task_type=task_type,
+            target_modules=targets,
+            feedforward_modules=feedforward,
+            fan_in_fan_out=uses_conv1d(model, targets if targets is not None else "all"),
         )
     lora = method.lora  # lora, qlora, prune then lora
+    targets = lora_targets(model, lora.target_modules)
     return peft.LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
+        target_modules=targets,
+        fan_in_fan_out=uses_conv1d(model, targets),  # GPT-2's Conv1D stores its weight transposed
         use_dora=lora.dora,
         use_rslora=lora.rslora,
         task_type=task_type,

@@ -3,6 +3,8 @@
 Written here because the maintained library for them (AdapterHub ``adapters`` 1.3) pins transformers 4.57 and
 peft has no bottleneck adapters. Each adapter is a child module of the projection it follows and runs from a
 forward hook, so the base weights keep their names; only the adapters are saved (safetensors + a JSON config).
+A projection is an ``nn.Linear`` or GPT-2's ``Conv1D``; by default the adapters follow the model family's attention
+and feed-forward output projections (``models/families.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import nn
 
 from tunesmith.core.config import AdapterConfig
 from tunesmith.core.errors import ConfigError, TunesmithError
+from tunesmith.models.families import FAMILIES, family_of, model_type, out_features, targeted
 
 WEIGHTS = "bottleneck_adapters.safetensors"
 CONFIG = "bottleneck_config.json"
@@ -41,26 +44,37 @@ def _add_residual(module: nn.Module, args: Any, output: torch.Tensor) -> torch.T
     return output + getattr(module, CHILD)(output)
 
 
+def adapter_targets(model: nn.Module, adapter: AdapterConfig) -> list[str]:
+    """The configured target modules, or (when unset) the output projections of the model's family."""
+    if adapter.target_modules is not None:
+        return adapter.target_modules
+    family = family_of(model)
+    if family is None:
+        raise ConfigError(
+            f"method.adapter.target_modules is not set and tunesmith has no default for '{model_type(model)}' "
+            f"models (it knows {', '.join(FAMILIES)}).\n"
+            "  fix: set method.adapter.target_modules to the model's attention and feed-forward output projections"
+        )
+    return list(family.outputs)
+
+
 def add_adapters(model: nn.Module, adapter: AdapterConfig) -> list[str]:
-    """Add an adapter after every linear module named in ``adapter.target_modules``; return their names."""
+    """Add an adapter after every projection named in the adapter's targets; return their names."""
+    targets = adapter_targets(model, adapter)
     added = []
     for name, module in list(model.named_modules()):
-        if _targeted(name, adapter.target_modules) and isinstance(module, nn.Linear):
+        width = out_features(module)
+        if width is not None and targeted(name, targets):
             weight = module.weight
-            module.add_module(CHILD, Bottleneck(module.out_features, adapter.size).to(weight.device, weight.dtype))
+            module.add_module(CHILD, Bottleneck(width, adapter.size).to(weight.device, weight.dtype))
             module.register_forward_hook(_add_residual)
             added.append(name)
     if not added:
         raise ConfigError(
-            f"method.adapter.target_modules {adapter.target_modules} match no linear module of "
+            f"method.adapter.target_modules {targets} match no linear (or Conv1D) module of "
             f"{type(model).__name__}; name its attention and feed-forward output projections"
         )
     return added
-
-
-def _targeted(name: str, targets: list[str]) -> bool:
-    """A module named by its last name part (``o_proj``) or a dotted suffix (BERT's ``output.dense``)."""
-    return any(name == t or name.endswith("." + t) for t in targets)
 
 
 def adapter_model(model: nn.Module, adapter: AdapterConfig) -> nn.Module:
@@ -86,7 +100,8 @@ def save_adapters(
     whole = model.state_dict() if state_dict is None else state_dict
     state = {k: v.detach().contiguous() for k, v in whole.items() if f".{CHILD}." in k or k in trained}
     save_file(state, str(folder / WEIGHTS))
-    (folder / CONFIG).write_text(json.dumps(adapter.model_dump(), indent=2), encoding="utf-8")
+    resolved = adapter.model_copy(update={"target_modules": adapter_targets(model, adapter)})
+    (folder / CONFIG).write_text(json.dumps(resolved.model_dump(), indent=2), encoding="utf-8")
 
 
 def load_adapters(base: nn.Module, folder: Path) -> nn.Module:

@@ -17,6 +17,9 @@ from tunesmith.core.fs import read_json, write_text
 from tunesmith.pipeline.trained import TrainedRun
 from tunesmith.ship.export_task import ExportTarget, usage
 
+# How an export of each kind was loaded back for its check (merged and full: plain transformers alone).
+LOADED_WITH = {"adapter": " and peft", "bottleneck": " and tunesmith's `load_adapters`"}
+
 # The hub ids of the offline aliases (models/resolve.py), so the card names a base model anyone can load.
 ALIAS_HUB_IDS = {
     "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -67,7 +70,12 @@ def model_card(
     }
     lora = cfg.method.name in ("lora", "qlora")
     method = f"{cfg.method.name} (r {cfg.method.lora.r}, alpha {cfg.method.lora.alpha})" if lora else cfg.method.name
-    form = {"adapter": "LoRA adapter only (peft layout)", "merged": "LoRA merged into the base weights", "full": ""}
+    form = {
+        "adapter": "LoRA adapter only (peft layout)",
+        "bottleneck": "bottleneck adapters only (tunesmith's layout)",
+        "merged": "LoRA merged into the base weights",
+        "full": "",
+    }
     if kind == "adapter" and cfg.method.name not in ("lora", "qlora"):
         form["adapter"] = f"the {cfg.method.name} adapter only (peft layout)"
     multi = "" not in heads
@@ -123,7 +131,7 @@ def _export_check(kind: str, dtype: str, max_logit_diff: float, checks: dict[str
     first = next(iter(checks["heads"].values())) if multi else checks
     text = (
         f"{'Each folder' if multi else 'This folder'} was loaded back with plain transformers"
-        f"{' and peft' if kind == 'adapter' else ''} after writing, and its outputs (logits) on {first['probes']} rows "
+        f"{LOADED_WITH.get(kind, '')} after writing, and its outputs (logits) on {first['probes']} rows "
         f"of the run's data were compared with the run's tuned model computed in fp64: max |difference| "
         f"{max_logit_diff:.2e}"
         + (

@@ -20,6 +20,7 @@ from tunesmith.core.errors import TunesmithError
 from tunesmith.core.fs import atomic_dir, write_json
 from tunesmith.core.progress import Progress
 from tunesmith.models.adapt import PEFT_METHODS, load_adapter
+from tunesmith.models.bottleneck import load_adapters, save_adapters
 from tunesmith.models.gguf_writer import KINDS as GGUF_KINDS
 from tunesmith.models.gguf_writer import write_gguf
 from tunesmith.models.merge import (
@@ -48,7 +49,7 @@ STEPS = 4  # per folder written: load the tuned model, reference outputs, write,
 @dataclass
 class ExportResult:
     out: Path
-    kind: str  # merged | adapter | full
+    kind: str  # merged | adapter | bottleneck | full
     dtype: str
     max_logit_diff: float  # written export loaded back (fp32 forward) vs the run's tuned model (fp64 forward)
     checks: dict[str, Any] = field(default_factory=dict)  # a multi-head run's: {"heads": {task: checks}}
@@ -138,6 +139,9 @@ def write_checked(
     if kind == "adapter":
         tuned.to(DTYPES[dtype]).save_pretrained(folder, safe_serialization=True)
         loaded = load_adapter(run.load_base(), folder).eval()
+    elif kind == "bottleneck":
+        save_adapters(tuned.to(DTYPES[dtype]), folder, run.config.method.adapter)
+        loaded = load_adapters(run.load_base(), folder).eval()
     else:
         merged = kind == "merged"
         loaded = save_whole(tuned, tokenizer, folder, reference, merged, dtype, target.auto_class, target.config_update)
@@ -161,17 +165,18 @@ def _head_checks(written: dict[str, Written]) -> dict[str, Any]:
 
 
 def export_kind(method: str, merge: bool) -> str:
-    """adapter (peft layout), merged (adapter folded into the weights) or full (the run saved whole weights)."""
+    """adapter (peft layout), bottleneck (tunesmith's adapter layout), merged (adapter folded into the weights) or
+    full (the run saved whole weights)."""
     if method not in PEFT_METHODS and method != "adapter":
         return "full"  # full, freeze, prune: the run's model is already whole weights
+    if not merge:
+        return "bottleneck" if method == "adapter" else "adapter"
     if method == "adapter":
         raise TunesmithError(
-            "method 'adapter' (bottleneck adapters) is tunesmith's own layout, which transformers and peft do not "
-            "load, and its nonlinear layers cannot be folded into the base weights.\n  fix: use the run in place "
-            "(`tunesmith predict`, `tunesmith serve`), or train with lora, ia3 or full to export it"
+            "method 'adapter' (bottleneck adapters) adds nonlinear layers that cannot be folded into the base "
+            "weights.\n  fix: export without --merge / --gguf (the adapters alone, in tunesmith's layout, loaded with "
+            "tunesmith.models.bottleneck.load_adapters), or train with lora, ia3 or full for a merged export"
         )
-    if not merge:
-        return "adapter"
     if method not in MERGEABLE:
         raise TunesmithError(
             f"method '{method}' adds {'virtual tokens' if method in ('prefix', 'prompt') else 'layers'} "

@@ -88,11 +88,25 @@ def usage(target: ExportTarget, kind: str, path: str, base: str, run: TrainedRun
             f'model = PeftModel.from_pretrained(base, "{path}")\n'
             f'tokenizer = AutoTokenizer.from_pretrained("{path}")\n```'
         )
+    if kind == "bottleneck":
+        head = f", num_labels={len(target.labels)}" if target.labels else ""
+        return BOTTLENECK.format(class_name=target.class_name, base=base, head=head, path=path)
     snippet = SNIPPETS.get(target.class_name if target.task != "reward" else "reward")
     if snippet is None:
         return CAUSAL.format(path=path)
     return snippet.format(path=path, prefix=run.config.task.seq2seq.prefix)
 
+
+BOTTLENECK = """```python
+from pathlib import Path
+
+from transformers import {class_name}, AutoTokenizer
+from tunesmith.models.bottleneck import load_adapters  # tunesmith's own layout: bottleneck layers after projections
+
+base = {class_name}.from_pretrained("{base}"{head})
+model = load_adapters(base, Path("{path}"))
+tokenizer = AutoTokenizer.from_pretrained("{path}")
+```"""
 
 CAUSAL = """```python
 from transformers import AutoModelForCausalLM, AutoTokenizer

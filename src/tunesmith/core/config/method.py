@@ -13,7 +13,10 @@ class LoraConfig(Section):
     r: int = Field(16, gt=0, description="Adapter rank.")
     alpha: float = Field(32.0, gt=0, description="Scaling numerator (scale = alpha / r; alpha / sqrt(r) with rslora).")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
-    target_modules: str | list[str] = Field("all-linear", description="'all-linear' or a list of module names.")
+    target_modules: str | list[str] = Field(
+        "all-linear",
+        description="'all-linear' (the model family's attention and feed-forward projections) or module names.",
+    )
     dora: bool = Field(False, description="DoRA: split each weight into magnitude and direction; LoRA the direction.")
     rslora: bool = Field(False, description="Rank-stabilised LoRA: scale by alpha / sqrt(r), steadier at high ranks.")
 
@@ -48,10 +51,11 @@ class PromptConfig(Section):
 
 class Ia3Config(Section):
     target_modules: list[str] | None = Field(
-        None, description="Modules whose activations are rescaled; null: peft's default for the architecture."
+        None, description="Modules whose activations are rescaled; null: the model family's default (or peft's)."
     )
     feedforward_modules: list[str] | None = Field(
-        None, description="Which of target_modules are feed-forward (scaled on the input); null: peft's default."
+        None,
+        description="Which of target_modules are feed-forward (scaled on the input); null: the family's default.",
     )
 
     @model_validator(mode="after")
@@ -65,11 +69,11 @@ class Ia3Config(Section):
 
 class AdapterConfig(Section):
     size: int = Field(64, gt=0, description="Bottleneck width of each adapter (down-projection size).")
-    target_modules: list[str] = Field(
-        ["o_proj", "down_proj"],
+    target_modules: list[str] | None = Field(
+        None,
         min_length=1,
-        description="Modules after whose output an adapter is added (residual): attention and feed-forward "
-        "output projections (Llama: o_proj, down_proj; GPT-2: c_proj).",
+        description="Modules after whose output an adapter is added (residual); null: the model family's attention "
+        "and feed-forward output projections (Llama, Qwen, Gemma, Phi-3: o_proj, down_proj; GPT-2: c_proj).",
     )
 
 
