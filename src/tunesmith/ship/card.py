@@ -15,6 +15,7 @@ from tunesmith.core.config import METHOD_SECTIONS
 from tunesmith.core.environment import summary
 from tunesmith.core.fs import read_json, write_text
 from tunesmith.pipeline.trained import TrainedRun
+from tunesmith.ship.gguf_check import describe as describe_llama_cpp_check
 
 USAGE_MERGED = """```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -109,7 +110,8 @@ def model_card(
         )
         + (
             f"\n\n`gguf/{gguf['file']}` (for llama.cpp and compatible runtimes) was loaded back with transformers: "
-            f"max |logit difference| {gguf['max_logit_diff']:.2e} at a logit scale of {gguf['logit_scale']:.2f}."
+            f"max |logit difference| {gguf['max_logit_diff']:.2e} at a logit scale of {gguf['logit_scale']:.2f}. "
+            + describe_llama_cpp_check(gguf.get("llama_cpp") or {"skipped": "not run"})
             if gguf
             else ""
         ),

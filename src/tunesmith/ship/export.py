@@ -23,9 +23,10 @@ from tunesmith.models.gguf_writer import write_gguf
 from tunesmith.models.load import load_causal_lm
 from tunesmith.models.merge import DTYPES, check_loaded, logits, max_diff, reference_outputs, save_whole
 from tunesmith.pipeline.gate import require_gate
-from tunesmith.pipeline.probes import probe_inputs
+from tunesmith.pipeline.probes import probe_inputs, probe_prompts
 from tunesmith.pipeline.trained import TrainedRun
 from tunesmith.ship.card import write_model_card
+from tunesmith.ship.gguf_check import check_in_llama_cpp
 
 MERGEABLE = ("lora", "qlora", "ia3")  # peft methods whose weights fold into the base model
 # max |logit difference| of a GGUF, as a fraction of the logit scale. q8_0 on the 64-wide test model measured
@@ -80,7 +81,8 @@ def export_run(
             gguf_path = None
             if gguf:
                 progress.describe(f"export: GGUF {gguf}")
-                gguf_path = _write_gguf(loaded, tokenizer, tmp, gguf, reference.probes, checks)
+                prompts = probe_prompts(run.dir, tokenizer)
+                gguf_path = _write_gguf(loaded, tokenizer, tmp, gguf, reference.probes, prompts, checks)
                 progress.advance()
             result = ExportResult(out, kind, dtype, diff, checks, gguf_path and out / gguf_path.relative_to(tmp), gate)
             write_json(tmp / "export.json", _summary(run, result))
@@ -105,9 +107,16 @@ def export_kind(method: str, merge: bool) -> str:
 
 
 def _write_gguf(
-    model: Any, tokenizer: Any, folder: Path, kind: str, probes: list[torch.Tensor], checks: dict[str, Any]
+    model: Any,
+    tokenizer: Any,
+    folder: Path,
+    kind: str,
+    probes: list[torch.Tensor],
+    prompts: list[str],
+    checks: dict[str, Any],
 ) -> Path:
-    """Write ``model-<kind>.gguf``, load it back with transformers, and compare its logits and tokenizer."""
+    """Write ``model-<kind>.gguf``, load it back with transformers (logits, tokenizer), then run it in llama.cpp
+    (tokenization, greedy replies to ``prompts``, end of turn; see ``gguf_check``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # In a folder of its own: next to config.json / tokenizer files, transformers would mix their settings in.
@@ -129,6 +138,7 @@ def _write_gguf(
     ]
     if not same_ids or gguf_tokenizer.eos_token != tokenizer.eos_token:
         raise TunesmithError(f"the tokenizer stored in {path.name} differs from the model's (splits or EOS)")
+    checks["gguf"]["llama_cpp"] = check_in_llama_cpp(path, model, tokenizer, kind, prompts)
     return path
 
 
