@@ -26,7 +26,7 @@ from tunesmith.pipeline.gate import require_gate
 from tunesmith.pipeline.probes import probe_inputs, probe_prompts
 from tunesmith.pipeline.trained import TrainedRun
 from tunesmith.ship.card import write_model_card
-from tunesmith.ship.gguf_check import check_in_llama_cpp
+from tunesmith.ship.gguf_check import check_in_llama_cpp, greedy_replies, llama_cpp_missing
 
 MERGEABLE = ("lora", "qlora", "ia3")  # peft methods whose weights fold into the base model
 # max |logit difference| of a GGUF, as a fraction of the logit scale. q8_0 on the 64-wide test model measured
@@ -138,7 +138,12 @@ def _write_gguf(
     ]
     if not same_ids or gguf_tokenizer.eos_token != tokenizer.eos_token:
         raise TunesmithError(f"the tokenizer stored in {path.name} differs from the model's (splits or EOS)")
-    checks["gguf"]["llama_cpp"] = check_in_llama_cpp(path, model, tokenizer, kind, prompts)
+    missing = llama_cpp_missing()
+    checks["gguf"]["llama_cpp"] = (
+        {"skipped": missing}
+        if missing
+        else check_in_llama_cpp(path, tokenizer, kind, greedy_replies(model, tokenizer, prompts))
+    )
     return path
 
 

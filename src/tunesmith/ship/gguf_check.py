@@ -6,11 +6,10 @@ quantizes its activations. So the file is loaded in llama.cpp and compared with 
 
 - tokenization: the same ids for probe texts (spaces, digits, unicode, newlines, the chat template's special
   tokens, llama.cpp's own pre-tokenizer check text, the chat prompts), and the same BOS added or not;
-- generation: on chat prompts rendered with the model's template, transformers' greedy reply against llama.cpp's,
-  step by step on transformers' tokens (teacher-forced, so one early difference does not cascade): f16 must pick
-  the same top token at every step and reply identically when llama.cpp generates on its own; q8_0 must agree on
-  the top token at >= 95% of the steps; both must stop at the same end-of-turn token, which llama.cpp must treat as
-  the end of generation.
+- generation: on chat prompts rendered with the model's template, transformers' greedy reply against llama.cpp's
+  top token, step by step on transformers' tokens (teacher-forced, so one early difference does not cascade): f16
+  must pick the same token at every step (the same greedy reply), q8_0 at >= 95% of the steps; both must stop at
+  the same end-of-turn token, which llama.cpp must treat as the end of generation.
 
 A failed check raises ``TunesmithError`` with the figures; without llama-cpp-python the check is skipped and says
 how to install it.
@@ -41,45 +40,56 @@ PROBE_TEXTS = (
 )
 MAX_NEW_TOKENS = 24
 MIN_AGREEMENT = {"f16": 1.0, "q8_0": 0.95}  # share of greedy steps with the same top token
+Reply = tuple[list[int], list[int], int | None]  # prompt ids, greedy reply ids, the end-of-turn token it ended at
 INSTALL_HINT = "pip install 'tunesmith[gguf]' (builds llama-cpp-python; `make install` does it in a checkout)"
 
 
-def check_in_llama_cpp(path: Path, model: Any, tokenizer: Any, kind: str, prompts: list[str]) -> dict[str, Any]:
-    """Load ``path`` in llama.cpp and compare it with ``model`` / ``tokenizer`` on ``prompts``; return the figures."""
+def llama_cpp_missing() -> str | None:
+    """Why the llama.cpp check cannot run here (llama-cpp-python is not installed, and how to install it), or None."""
     try:
-        import llama_cpp
+        import llama_cpp  # noqa: F401
     except ImportError:
-        return {"skipped": f"llama-cpp-python is not installed; to check the GGUF in llama.cpp: {INSTALL_HINT}"}
-    replies = _hf_greedy(model, tokenizer, prompts)
+        return f"llama-cpp-python is not installed; to check the GGUF in llama.cpp: {INSTALL_HINT}"
+    return None
+
+
+def check_in_llama_cpp(path: Path, tokenizer: Any, kind: str, replies: list[Reply]) -> dict[str, Any]:
+    """Load ``path`` in llama.cpp and compare it with ``tokenizer`` and transformers' greedy ``replies``
+    (``greedy_replies``); return the figures, or raise ``TunesmithError`` with them when it behaves differently."""
+    import llama_cpp
+
     longest = max(len(ids) + len(reply) for ids, reply, _ in replies)
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=longest + 8, logits_all=True, verbose=False, seed=0)
-    vocab = llama_cpp.llama_model_get_vocab(llm.model)
-    figures: dict[str, Any] = {
-        "llama_cpp_python": llama_cpp.__version__,
-        "kind": kind,
-        "pre_tokenizer": llm.metadata.get("tokenizer.ggml.pre"),
-    }
-    figures["tokenization"] = _tokenization(llm, tokenizer, [*PROBE_TEXTS, *_special_texts(tokenizer), *prompts])
-    steps = agreeing = identical = same_stop = stopped = 0
-    for ids, reply, stop in replies:
-        tops = _teacher_forced_tops(llm, ids, reply)
-        steps += len(reply)
-        agreeing += sum(int(a == b) for a, b in zip(tops, reply, strict=True))
-        identical += int(_llama_greedy(llm, ids, vocab, llama_cpp) == reply)
-        stopped += int(stop is not None)
-        same_stop += int(stop is None or (bool(llama_cpp.llama_vocab_is_eog(vocab, stop)) and tops[-1] == stop))
-    agreement = agreeing / max(steps, 1)
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        figures: dict[str, Any] = {
+            "llama_cpp_python": llama_cpp.__version__,
+            "kind": kind,
+            "pre_tokenizer": llm.metadata.get("tokenizer.ggml.pre"),
+        }
+        prompts = [tokenizer.decode(ids) for ids, _, _ in replies]
+        figures["tokenization"] = _tokenization(llm, tokenizer, [*PROBE_TEXTS, *_special_texts(tokenizer), *prompts])
+        _require_tokenization(figures, kind)  # with other token ids, replies cannot be compared
+        steps = agreeing = identical = same_stop = stopped = 0
+        for ids, reply, stop in replies:
+            tops = _teacher_forced_tops(llm, ids, reply)
+            steps += len(reply)
+            agreeing += sum(int(a == b) for a, b in zip(tops, reply, strict=True))
+            identical += int(tops == reply)
+            stopped += int(stop is not None)
+            same_stop += int(stop is None or (bool(llama_cpp.llama_vocab_is_eog(vocab, stop)) and tops[-1] == stop))
+    finally:
+        llm.close()
     figures["greedy"] = {
         "prompts": len(replies),
         "max_new_tokens": MAX_NEW_TOKENS,
         "steps": steps,
-        "top_token_agreement": agreement,
-        "identical_replies": identical,
+        "top_token_agreement": agreeing / max(steps, 1),
+        "identical_replies": identical,  # every step's top token equal to transformers' greedy token
         "stopped": stopped,  # replies that ended at an end-of-turn token within max_new_tokens
         "same_stop": same_stop,
         "required_agreement": MIN_AGREEMENT[kind],
     }
-    llm.close()
     _require(figures, kind)
     return figures
 
@@ -100,16 +110,22 @@ def describe(figures: dict[str, Any]) -> str:
     )
 
 
-def _require(figures: dict[str, Any], kind: str) -> None:
-    tok, greedy = figures["tokenization"], figures["greedy"]
-    problems = []
+def _require_tokenization(figures: dict[str, Any], kind: str) -> None:
+    tok = figures["tokenization"]
     if tok["equal"] < tok["texts"] or not tok["bos_as_tokenizer"]:
         first = tok["mismatches"][0] if tok["mismatches"] else None
-        problems.append(
-            f"llama.cpp tokenizes {tok['texts'] - tok['equal']} of {tok['texts']} probe texts differently"
-            + (f" (e.g. {first['text']!r}: {first['llama_cpp'][:12]} vs {first['tokenizer'][:12]})" if first else "")
+        raise TunesmithError(
+            f"the {kind} GGUF behaves differently in llama.cpp: llama.cpp tokenizes {tok['texts'] - tok['equal']} "
+            f"of {tok['texts']} probe texts differently from the tokenizer (pre-tokenizer "
+            f"'{figures['pre_tokenizer']}')"
+            + (f", e.g. {first['text']!r}: {first['llama_cpp'][:12]} vs {first['tokenizer'][:12]}" if first else "")
             + ("" if tok["bos_as_tokenizer"] else "; it adds BOS differently")
         )
+
+
+def _require(figures: dict[str, Any], kind: str) -> None:
+    greedy = figures["greedy"]
+    problems = []
     if greedy["top_token_agreement"] < MIN_AGREEMENT[kind]:
         problems.append(
             f"its top token agreed with transformers' greedy at {greedy['top_token_agreement']:.1%} of "
@@ -144,11 +160,13 @@ def _tokenization(llm: Any, tokenizer: Any, texts: list[str]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def _hf_greedy(model: Any, tokenizer: Any, prompts: list[str]) -> list[tuple[list[int], list[int], int | None]]:
-    """(prompt ids, greedy reply ids, the end-of-turn token it stopped at or None) per prompt, in float32."""
+def greedy_replies(model: Any, tokenizer: Any, prompts: list[str]) -> list[Reply]:
+    """transformers' greedy reply to each prompt, in float32: (prompt ids, reply ids, the end-of-turn token it
+    stopped at or None)."""
     reference = model if next(model.parameters()).dtype == torch.float32 else copy.deepcopy(model).float()
     reference.eval()
     config = generation_config_for(reference, tokenizer)
+    config.max_new_tokens, config.do_sample = MAX_NEW_TOKENS, False
     stops = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
     out = []
     for prompt in prompts:
@@ -157,8 +175,6 @@ def _hf_greedy(model: Any, tokenizer: Any, prompts: list[str]) -> list[tuple[lis
             input_ids=torch.tensor([ids]),
             attention_mask=torch.ones(1, len(ids), dtype=torch.long),
             generation_config=config,
-            max_new_tokens=MAX_NEW_TOKENS,
-            do_sample=False,
         )[0, len(ids) :].tolist()
         out.append((ids, generated, generated[-1] if generated and generated[-1] in stops else None))
     return out
@@ -169,17 +185,3 @@ def _teacher_forced_tops(llm: Any, ids: list[int], reply: list[int]) -> list[int
     llm.reset()
     llm.eval([*ids, *reply[:-1]])
     return [int(t) for t in np.argmax(llm.scores[len(ids) - 1 : len(ids) - 1 + len(reply)], axis=1)]
-
-
-def _llama_greedy(llm: Any, ids: list[int], vocab: Any, llama_cpp: Any) -> list[int]:
-    """llama.cpp's own greedy reply, stopping where llama.cpp's vocabulary says generation ends."""
-    llm.reset()
-    llm.eval(ids)
-    reply: list[int] = []
-    while len(reply) < MAX_NEW_TOKENS:
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        reply.append(token)
-        if llama_cpp.llama_vocab_is_eog(vocab, token):
-            break
-        llm.eval([token])
-    return reply
