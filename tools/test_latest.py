@@ -68,7 +68,7 @@ def build_venv(uv: str, venv: Path, lowest: bool, torch_source: list[str]) -> di
             "-c",
             str(REPO / "constraints" / "cpu.txt"),
             "-e",
-            f"{REPO}[dev,deepspeed]",
+            f"{REPO}[dev,deepspeed,gguf]",
         ],
         check=True,
     )
@@ -165,6 +165,12 @@ def main() -> int:
     parser.add_argument("--lowest", action="store_true", help="the lowest versions the ranges admit, not the newest")
     parser.add_argument("--find-links", help="where the CPU torch wheel lies")
     parser.add_argument("--extra-index-url", help="an index that serves the CPU torch wheel")
+    parser.add_argument(
+        "--config-settings-package",
+        action="append",
+        default=[],
+        help="PACKAGE:KEY=VALUE for a source build (the Makefile passes llama-cpp-python's portable build)",
+    )
     parser.add_argument("--venv", type=Path, help="default: .cache/venv-latest (or venv-lowest)")
     parser.add_argument("--no-write", action="store_true", help="print the table only; leave docs/ alone")
     args, pytest_args = parser.parse_known_args()
@@ -172,6 +178,7 @@ def main() -> int:
     venv = args.venv or REPO / ".cache" / f"venv-{label}"
     torch_source = [f"--find-links={args.find_links}"] if args.find_links else []
     torch_source += [f"--extra-index-url={args.extra_index_url}"] if args.extra_index_url else []
+    torch_source += [f"--config-settings-package={setting}" for setting in args.config_settings_package]
     versions = build_venv(args.uv, venv, args.lowest, torch_source)
     junit = venv / "junit.xml"
     code, seconds = run_suite(venv, junit, pytest_args)

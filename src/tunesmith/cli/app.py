@@ -135,7 +135,9 @@ def export(
     out_dir: Path = typer.Option(..., "--out", help="Folder to create (must not exist)."),
     merge: bool = typer.Option(False, "--merge", help="Merge a LoRA adapter into the base weights."),
     dtype: str = typer.Option("fp32", "--dtype", help="Weight dtype of the export: fp32, bf16 or fp16."),
-    gguf: str | None = typer.Option(None, "--gguf", help="Also write a GGUF file (f16 or q8_0; llama family)."),
+    gguf: str | None = typer.Option(
+        None, "--gguf", help="Also write a GGUF file (f16 or q8_0; Llama, Qwen2, Qwen3), checked in llama.cpp."
+    ),
     force: bool = typer.Option(
         False, "--force", help="Export even if the run's evaluation gate failed (card says so)."
     ),
@@ -152,6 +154,11 @@ def export(
         f"compared: max |logit difference| {result.max_logit_diff:.2e}"
         + (f"; GGUF {result.gguf}" if result.gguf else "")
     )
+    if result.gguf:
+        from tunesmith.ship.gguf_check import describe
+
+        llama_cpp = result.checks["gguf"]["llama_cpp"]
+        err.print(("[yellow]note:[/] " if "skipped" in llama_cpp else "") + describe(llama_cpp))
 
 
 @app.command()

@@ -1,8 +1,10 @@
-"""Write a llama-family causal LM and its byte-level BPE tokenizer as a GGUF file (f16 or q8_0), with gguf's writer.
+"""Write a Llama, Qwen2 or Qwen3 causal LM and its byte-level BPE tokenizer as a GGUF file (f16 or q8_0).
 
-The layout follows llama.cpp's ``convert_hf_to_gguf.py`` for ``LlamaForCausalLM``: ``gguf``'s tensor name map,
-q/k projections permuted for llama.cpp's rotary layout, norms kept in f32, and the tokenizer as ``gpt2``
-metadata (tokens, token types, merges, special ids, chat template). It is written here, in a few lines, because
+The layout follows llama.cpp's ``convert_hf_to_gguf.py`` for ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` /
+``Qwen3ForCausalLM``: ``gguf``'s tensor name map, llama's q/k projections permuted for llama.cpp's rotary layout,
+norms (and Qwen2's biases) kept in f32, and the tokenizer as ``gpt2``
+metadata (tokens, token types, merges, llama.cpp's pre-tokenizer, special and end-of-turn ids, BOS/EOS adding,
+chat template). It is written here, in a few lines, because
 llama.cpp's converter is a script in its repository, not part of the ``gguf`` package.
 """
 
@@ -15,24 +17,32 @@ from typing import Any
 import numpy as np
 
 from tunesmith.core.errors import TunesmithError
+from tunesmith.models.gguf_pretok import pre_tokenizer_name
 
 KINDS = ("f16", "q8_0")
+# model_type -> (gguf architecture, whether q/k are permuted into llama.cpp's interleaved rotary layout). Qwen2 and
+# Qwen3 run with llama.cpp's NEOX rotary, which is transformers' own layout (no permutation); Qwen2's q/k/v biases
+# and Qwen3's q/k norms map by gguf's tensor names like every other tensor.
+ARCHITECTURES = {"llama": ("LLAMA", True), "qwen2": ("QWEN2", False), "qwen3": ("QWEN3", False)}
 
 
 def write_gguf(model: Any, tokenizer: Any, path: Path, kind: str) -> Path:
-    """Write ``model`` (a LlamaForCausalLM) and ``tokenizer`` to ``path``; return ``path``."""
+    """Write ``model`` (a Llama, Qwen2 or Qwen3 causal LM) and ``tokenizer`` to ``path``; return ``path``."""
     import gguf
 
     if kind not in KINDS:
         raise TunesmithError(f"--gguf {kind!r}: expected one of {', '.join(KINDS)}")
     config = model.config
-    if config.model_type != "llama":
+    if config.model_type not in ARCHITECTURES:
         raise TunesmithError(
-            f"--gguf supports llama-family models; this model is '{config.model_type}'. Export without --gguf."
+            f"--gguf supports {', '.join(ARCHITECTURES)} models; this model is '{config.model_type}'. "
+            "Export without --gguf."
         )
+    arch_name, permute = ARCHITECTURES[config.model_type]
+    arch = gguf.MODEL_ARCH[arch_name]
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads or config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
     writer.add_name(Path(str(getattr(config, "_name_or_path", "") or "model")).name)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
@@ -40,6 +50,8 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, kind: str) -> Path:
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_head_count(heads)
     writer.add_head_count_kv(kv_heads)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
     writer.add_rope_dimension_count(head_dim)
     writer.add_rope_freq_base(float(_rope_theta(config)))
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
@@ -49,7 +61,7 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, kind: str) -> Path:
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     _add_tokenizer(writer, tokenizer, config.vocab_size)
 
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
     tied = bool(getattr(config, "tie_word_embeddings", False))
     for hf_name, tensor in model.state_dict().items():
         if tied and hf_name == "lm_head.weight":
@@ -59,9 +71,9 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, kind: str) -> Path:
         if gguf_base is None:
             raise TunesmithError(f"--gguf: no GGUF name for tensor {hf_name!r}")
         data = tensor.detach().float().cpu().numpy()
-        if hf_name.endswith("q_proj.weight"):
+        if permute and hf_name.endswith("q_proj.weight"):
             data = _permute(data, heads)
-        elif hf_name.endswith("k_proj.weight"):
+        elif permute and hf_name.endswith("k_proj.weight"):
             data = _permute(data, kv_heads)
         _add_tensor(writer, f"{gguf_base}.{suffix}", data, kind)
     writer.write_header_to_file()
@@ -111,22 +123,34 @@ def _add_tokenizer(writer: Any, tokenizer: Any, vocab_size: int) -> None:
     if size > vocab_size:
         raise TunesmithError(f"--gguf: the tokenizer has {size} tokens but the model only {vocab_size} embeddings")
     special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    added = set(tokenizer.added_tokens_decoder) - special  # split off whole, like special ones, but plain text
     tokens = tokenizer.convert_ids_to_tokens(list(range(size))) + [f"[PAD{i}]" for i in range(size, vocab_size)]
-    types = [gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL for i in range(size)]
+    types = [
+        gguf.TokenType.CONTROL if i in special else gguf.TokenType.USER_DEFINED if i in added else gguf.TokenType.NORMAL
+        for i in range(size)
+    ]
     types += [gguf.TokenType.UNUSED] * (vocab_size - size)
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(pre_tokenizer_name(tokenizer))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
+    # The tokenizer's EOS is the chat template's end of turn (tunesmith sets it so): llama.cpp stops there.
     for token_id, add in (
         (tokenizer.bos_token_id, writer.add_bos_token_id),
         (tokenizer.eos_token_id, writer.add_eos_token_id),
+        (tokenizer.eos_token_id, writer.add_eot_token_id),
         (tokenizer.pad_token_id, writer.add_pad_token_id),
     ):
         if token_id is not None:
             add(token_id)
-    writer.add_add_bos_token(False)
+    plain, marked = tokenizer("a", add_special_tokens=False)["input_ids"], tokenizer("a")["input_ids"]
+    writer.add_add_bos_token(
+        tokenizer.bos_token_id is not None and marked[: len(marked) - len(plain)] == [tokenizer.bos_token_id]
+    )
+    writer.add_add_eos_token(
+        tokenizer.eos_token_id is not None and marked[len(plain) :][-1:] == [tokenizer.eos_token_id]
+    )
     if getattr(tokenizer, "chat_template", None):
         writer.add_chat_template(tokenizer.chat_template)

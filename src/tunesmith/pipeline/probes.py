@@ -9,11 +9,27 @@ import torch
 
 from tunesmith.core.fs import read_jsonl
 from tunesmith.core.rundir import RunDir
-from tunesmith.data.records import Chat, Pair, Record, record_from_dict
+from tunesmith.data.records import Chat, Message, Pair, Record, record_from_dict
 from tunesmith.data.records import texts as record_texts
 from tunesmith.data.render import render_prompt
 
 PROBES = 4
+
+
+# asked when a run's records are not chats (an lm run's documents): a GGUF's greedy replies are compared on these
+FALLBACK_QUESTIONS = ("What is the capital of France?", "Count from 1 to 12.", "Write one sentence about the sea.")
+
+
+def probe_prompts(run_dir: RunDir, tokenizer: Any) -> list[str]:
+    """Chat prompts (rendered with the chat template, ready for the reply) of a few of the run's chat records, or of
+    a few fixed questions when it has none."""
+    for split in ("test", "validation", "train"):
+        path = run_dir.split(split)
+        if path.is_file():
+            chats = [r for r in (record_from_dict(row) for row in read_jsonl(path)[:PROBES]) if isinstance(r, Chat)]
+            if chats:
+                return [render_prompt(r.prompt_messages(), tokenizer, r.tools) for r in chats]
+    return [render_prompt([Message("user", q)], tokenizer) for q in FALLBACK_QUESTIONS]
 
 
 def probe_inputs(

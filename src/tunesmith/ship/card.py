@@ -16,6 +16,7 @@ from tunesmith.core.environment import summary
 from tunesmith.core.fs import read_json, write_text
 from tunesmith.pipeline.trained import TrainedRun
 from tunesmith.ship.export_task import ExportTarget, usage
+from tunesmith.ship.gguf_check import describe as describe_llama_cpp_check
 
 # How an export of each kind was loaded back for its check (merged and full: plain transformers alone).
 LOADED_WITH = {"adapter": " and peft", "bottleneck": " and tunesmith's `load_adapters`"}
@@ -144,7 +145,8 @@ def _export_check(kind: str, dtype: str, max_logit_diff: float, checks: dict[str
     if gguf:
         text += (
             f"\n\n`gguf/{gguf['file']}` (for llama.cpp and compatible runtimes) was loaded back with transformers: "
-            f"max |logit difference| {gguf['max_logit_diff']:.2e} at a logit scale of {gguf['logit_scale']:.2f}."
+            f"max |logit difference| {gguf['max_logit_diff']:.2e} at a logit scale of {gguf['logit_scale']:.2f}. "
+            + describe_llama_cpp_check(gguf.get("llama_cpp") or {"skipped": "not run"})
         )
     return text
 

@@ -34,10 +34,11 @@ from tunesmith.models.merge import (
     save_whole,
 )
 from tunesmith.pipeline.gate import require_gate
-from tunesmith.pipeline.probes import probe_inputs
+from tunesmith.pipeline.probes import probe_inputs, probe_prompts
 from tunesmith.pipeline.trained import TrainedRun
 from tunesmith.ship.card import write_model_card
 from tunesmith.ship.export_task import ExportTarget, check_head, export_target, refuse_unsupported
+from tunesmith.ship.gguf_check import check_in_llama_cpp, greedy_replies, llama_cpp_missing
 
 MERGEABLE = ("lora", "qlora", "ia3")  # peft methods whose weights fold into the base model
 # max |logit difference| of a GGUF, as a fraction of the logit scale. q8_0 on the 64-wide test model measured
@@ -99,7 +100,8 @@ def export_run(
         if gguf:
             progress.describe(f"export: GGUF {gguf}")
             main = written[""]
-            gguf_path = _write_gguf(main.loaded, main.tokenizer, tmp, gguf, main.reference.probes, checks)
+            prompts = probe_prompts(run.dir, main.tokenizer)
+            gguf_path = _write_gguf(main.loaded, main.tokenizer, tmp, gguf, main.reference.probes, prompts, checks)
             progress.advance()
         heads = {folder: target for folder, (_, target) in parts.items()}
         task = run.config.task.name if "" in parts else "multihead"
@@ -186,9 +188,16 @@ def export_kind(method: str, merge: bool) -> str:
 
 
 def _write_gguf(
-    model: Any, tokenizer: Any, folder: Path, kind: str, probes: list[Probe], checks: dict[str, Any]
+    model: Any,
+    tokenizer: Any,
+    folder: Path,
+    kind: str,
+    probes: list[Probe],
+    prompts: list[str],
+    checks: dict[str, Any],
 ) -> Path:
-    """Write ``model-<kind>.gguf``, load it back with transformers, and compare its logits and tokenizer."""
+    """Write ``model-<kind>.gguf``, load it back with transformers (logits, tokenizer), then run it in llama.cpp
+    (tokenization, greedy replies to ``prompts``, end of turn; see ``gguf_check``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # In a folder of its own: next to config.json / tokenizer files, transformers would mix their settings in.
@@ -210,6 +219,12 @@ def _write_gguf(
     ]
     if not same_ids or gguf_tokenizer.eos_token != tokenizer.eos_token:
         raise TunesmithError(f"the tokenizer stored in {path.name} differs from the model's (splits or EOS)")
+    missing = llama_cpp_missing()
+    checks["gguf"]["llama_cpp"] = (
+        {"skipped": missing}
+        if missing
+        else check_in_llama_cpp(path, tokenizer, kind, greedy_replies(model, tokenizer, prompts))
+    )
     return path
 
 
