@@ -26,6 +26,8 @@ from tunesmith.pipeline.gate import require_gate
 from tunesmith.pipeline.probes import probe_inputs
 from tunesmith.pipeline.trained import TrainedRun
 from tunesmith.ship.card import write_model_card
+from tunesmith.ship.onnx_export import SUBDIR as ONNX_SUBDIR
+from tunesmith.ship.onnx_export import export_onnx, require_exportable, write_onnx
 
 MERGEABLE = ("lora", "qlora", "ia3")  # peft methods whose weights fold into the base model
 # max |logit difference| of a GGUF, as a fraction of the logit scale. q8_0 on the 64-wide test model measured
@@ -45,9 +47,16 @@ class ExportResult:
 
 
 def export_run(
-    run: TrainedRun, out: Path, merge: bool = False, dtype: str = "fp32", gguf: str | None = None, force: bool = False
+    run: TrainedRun,
+    out: Path,
+    merge: bool = False,
+    dtype: str = "fp32",
+    gguf: str | None = None,
+    force: bool = False,
+    onnx: bool = False,
 ) -> ExportResult:
-    """Write the export to ``out`` (atomically; ``out`` must not exist) and return what was checked.
+    """Write the export to ``out`` (atomically; ``out`` must not exist) and return what was checked; with ``onnx``
+    also ``out/onnx`` (ship/onnx_export.py), its parity figures in ``checks["onnx"]``.
 
     A failed evaluation gate raises ``GateFailed`` naming the failed checks, unless ``force``."""
     if dtype not in DTYPES:
@@ -56,9 +65,14 @@ def export_run(
         raise TunesmithError(f"--gguf {gguf!r}: expected one of {', '.join(GGUF_KINDS)}")
     if out.exists():
         raise TunesmithError(f"{out} already exists; choose a new --out folder or remove it first")
+    if onnx:
+        require_exportable(run)
     kind = export_kind(run.config.method.name, merge or bool(gguf))
     gate = require_gate(run, force, "export")
-    with Progress(5 if gguf else 4, "export: load the tuned model", unit="steps") as progress:
+    if onnx and run.recipe.peft_task_type != "CAUSAL_LM":  # task heads: no Hugging Face folder here yet, ONNX alone
+        checks = export_onnx(run, out, gate).checks
+        return ExportResult(out, "onnx", "fp32", checks["max_logit_diff"], {"onnx": checks}, gate=gate)
+    with Progress(4 + bool(gguf) + onnx, "export: load the tuned model", unit="steps") as progress:
         tuned, tokenizer = run.load_tuned()
         progress.advance()
         progress.describe("export: reference outputs")
@@ -81,6 +95,10 @@ def export_run(
             if gguf:
                 progress.describe(f"export: GGUF {gguf}")
                 gguf_path = _write_gguf(loaded, tokenizer, tmp, gguf, reference.probes, checks)
+                progress.advance()
+            if onnx:
+                progress.describe("export: ONNX, checked with onnxruntime")
+                checks["onnx"] = write_onnx(run, tmp / ONNX_SUBDIR)
                 progress.advance()
             result = ExportResult(out, kind, dtype, diff, checks, gguf_path and out / gguf_path.relative_to(tmp), gate)
             write_json(tmp / "export.json", _summary(run, result))
