@@ -103,7 +103,7 @@ def write_onnx(run: TrainedRun, folder: Path) -> dict[str, Any]:
     model = tuned.merge_and_unload() if run.config.method.name in PEFT_METHODS else tuned
     inputs = ["input_ids", "attention_mask", "position_ids"] if decoder else _encoder_inputs(model, tokenizer)
     folder.mkdir(parents=True, exist_ok=True)
-    _export(model, inputs, batches[0], folder / MODEL_FILE)
+    export_graph(model, inputs, batches[0], folder / MODEL_FILE)
     model.config.save_pretrained(folder)
     if decoder:
         from tunesmith.models.merge import generation_config_for
@@ -179,7 +179,9 @@ class _Logits(torch.nn.Module):
         return self.model(**kwargs).logits
 
 
-def _export(model: Any, inputs: list[str], example: dict[str, torch.Tensor], path: Path) -> None:
+def export_graph(model: Any, inputs: list[str], example: dict[str, torch.Tensor], path: Path) -> None:
+    """Write ``model``'s logits as an ONNX graph taking ``inputs`` (batch and sequence axes dynamic), traced on
+    ``example``; a model torch.onnx cannot convert is refused with its reason."""
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     decoder = "position_ids" in inputs
     example = _complete(example, inputs)
