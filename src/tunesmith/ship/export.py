@@ -67,11 +67,12 @@ def export_run(
         raise TunesmithError(f"{out} already exists; choose a new --out folder or remove it first")
     if onnx:
         require_exportable(run)
-    kind = export_kind(run.config.method.name, merge or bool(gguf))
-    gate = require_gate(run, force, "export")
     if onnx and run.recipe.peft_task_type != "CAUSAL_LM":  # task heads: no Hugging Face folder here yet, ONNX alone
+        gate = require_gate(run, force, "export")
         checks = export_onnx(run, out, gate).checks
         return ExportResult(out, "onnx", "fp32", checks["max_logit_diff"], {"onnx": checks}, gate=gate)
+    kind = export_kind(run.config.method.name, merge or bool(gguf))
+    gate = require_gate(run, force, "export")
     with Progress(4 + bool(gguf) + onnx, "export: load the tuned model", unit="steps") as progress:
         tuned, tokenizer = run.load_tuned()
         progress.advance()

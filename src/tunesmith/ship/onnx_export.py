@@ -63,9 +63,8 @@ def onnx_refusal(run: TrainedRun) -> str | None:
     head = config.task.name in ("classify", "tag") and task_type in ENCODER_TASKS
     if not head and task_type != "CAUSAL_LM":
         return (
-            f"ONNX export covers classify and tag runs (task heads) and causal LMs (chat, lm, preference runs); "
-            f"this is a "
-            f"'{config.task.name}' run"
+            "ONNX export covers classify and tag runs (task heads) and causal LMs (chat, lm, preference runs); "
+            f"this is a '{config.task.name}' run"
         )
     method = config.method.name
     if method in ("prefix", "prompt"):
@@ -224,7 +223,10 @@ def _size(model: Any) -> int:
 
 
 def _plain(model: Any) -> Any:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    """The transformers model inside a peft wrapper (or the model itself)."""
+    from peft import PeftModel
+
+    return model.get_base_model() if isinstance(model, PeftModel) else model
 
 
 def _encoder_inputs(model: Any, tokenizer: Any) -> list[str]:
