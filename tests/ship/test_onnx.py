@@ -186,3 +186,19 @@ def test_a_failed_parity_check_refuses_the_export_with_its_figures(
     with pytest.raises(TunesmithError, match=r"disagrees .* max \|logit difference\| \S+ > allowed 1e-12"):
         export_run(TrainedRun.from_dir(classify_run), tmp_path / "out", onnx=True)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_tag_run_onnx_export_matches_pytorch_per_token(tmp_path: Path) -> None:
+    from tests.helpers.configs import write_tag_config
+    from tests.helpers.models import build_token_bert
+    from tunesmith.pipeline.run import Run
+    from tunesmith.ship.export import export_run
+
+    model_dir = build_token_bert(tmp_path / "bert")
+    config = write_tag_config(tmp_path, model_dir, training={"max_steps": 4}, eval={"enabled": False})
+    run = Run.from_file(config)
+    run.run()
+    result = export_run(run, tmp_path / "export", onnx=True)
+    checks = result.checks["onnx"]
+    assert result.kind == "onnx" and checks["same_argmax"] and checks["max_logit_diff"] <= checks["allowed"]
+    assert "B-" in "".join(AutoConfig.from_pretrained(tmp_path / "export" / "onnx").id2label.values())
