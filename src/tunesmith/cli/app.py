@@ -141,12 +141,13 @@ def export(
     force: bool = typer.Option(
         False, "--force", help="Export even if the run's evaluation gate failed (card says so)."
     ),
+    onnx: bool = typer.Option(False, "--onnx", help="Also write onnx/model.onnx, checked with onnxruntime."),
 ) -> None:
     """Export a trained run of any task (adapter, or merged with --merge; a task head as its AutoModelFor... folder),
     verified against the run's model, with a model card."""
     from tunesmith.ship.export import export_run
 
-    result = export_run(open_run(run_path), out_dir, merge=merge, dtype=dtype, gguf=gguf, force=force)
+    result = export_run(open_run(run_path), out_dir, merge=merge, dtype=dtype, gguf=gguf, force=force, onnx=onnx)
     if result.gate is not None and not result.gate["passed"]:
         err.print("[yellow]warning:[/] exported with --force although the evaluation gate failed (see README.md)")
     err.print(
@@ -159,6 +160,13 @@ def export(
 
         llama_cpp = result.checks["gguf"]["llama_cpp"]
         err.print(("[yellow]note:[/] " if "skipped" in llama_cpp else "") + describe(llama_cpp))
+    if "onnx" in result.checks:
+        figures = result.checks["onnx"]
+        err.print(
+            f"ONNX {out_dir / figures['file']}: onnxruntime vs PyTorch max |logit difference| "
+            f"{figures['max_logit_diff']:.2e}, same argmax"
+            + (", same greedy tokens" if figures.get("same_greedy_tokens") else "")
+        )
 
 
 @app.command()
@@ -244,12 +252,18 @@ def predict(
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy; higher samples more freely."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling (with --temperature > 0)."),
     seed: int | None = typer.Option(None, "--seed", help="Make sampled predictions repeatable."),
+    backend: str = typer.Option("torch", "--backend", help="torch, or onnx (onnxruntime; RUN or an --onnx export)."),
 ) -> None:
     """Predictions for every row of a file (greedy by default; labels with probabilities for classification
     runs); rerun the same command to resume after an interruption."""
+    from tunesmith.ship.onnx_export import onnx_backend
     from tunesmith.ship.predict import Sampling, predict_file
 
-    run_ = open_run(run_path)
+    if backend not in ("torch", "onnx"):
+        raise TunesmithError(f"--backend {backend!r}: expected torch or onnx")
+    if backend == "onnx" and temperature > 0:
+        raise TunesmithError("--temperature: the onnx backend decodes greedily; drop it or use --backend torch")
+    run_, load = onnx_backend(run_path, open_run) if backend == "onnx" else (open_run(run_path), None)
     summary = predict_file(
         run_,
         input_path,
@@ -257,6 +271,7 @@ def predict(
         batch_size=batch_size or run_.config.eval.batch_size,
         max_new_tokens=max_new_tokens or run_.config.eval.max_new_tokens,
         sampling=Sampling(temperature, top_p, seed),
+        load=load,
     )
     err.print(
         f"[green]predict[/]: {summary.written} rows written, {summary.skipped} already done"

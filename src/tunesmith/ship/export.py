@@ -39,6 +39,8 @@ from tunesmith.pipeline.trained import TrainedRun
 from tunesmith.ship.card import write_model_card
 from tunesmith.ship.export_task import ExportTarget, check_head, export_target, refuse_unsupported
 from tunesmith.ship.gguf_check import check_in_llama_cpp, greedy_replies, llama_cpp_missing
+from tunesmith.ship.onnx_export import SUBDIR as ONNX_SUBDIR
+from tunesmith.ship.onnx_export import require_exportable, write_onnx
 
 MERGEABLE = ("lora", "qlora", "ia3")  # peft methods whose weights fold into the base model
 # max |logit difference| of a GGUF, as a fraction of the logit scale. q8_0 on the 64-wide test model measured
@@ -71,9 +73,16 @@ class Written:
 
 
 def export_run(
-    run: TrainedRun, out: Path, merge: bool = False, dtype: str = "fp32", gguf: str | None = None, force: bool = False
+    run: TrainedRun,
+    out: Path,
+    merge: bool = False,
+    dtype: str = "fp32",
+    gguf: str | None = None,
+    force: bool = False,
+    onnx: bool = False,
 ) -> ExportResult:
-    """Write the export to ``out`` (atomically; ``out`` must not exist) and return what was checked.
+    """Write the export to ``out`` (atomically; ``out`` must not exist) and return what was checked; with ``onnx``
+    also ``out/onnx`` (ship/onnx_export.py), its parity figures in ``checks["onnx"]``.
 
     A failed evaluation gate raises ``GateFailed`` naming the failed checks, unless ``force``; an option the task
     cannot be exported with (``--gguf`` for a task head, ``--merge`` for prefix tuning) raises a ``TunesmithError``
@@ -84,12 +93,14 @@ def export_run(
         raise TunesmithError(f"--gguf {gguf!r}: expected one of {', '.join(GGUF_KINDS)}")
     if out.exists():
         raise TunesmithError(f"{out} already exists; choose a new --out folder or remove it first")
+    if onnx:
+        require_exportable(run)
     kind = export_kind(run.config.method.name, merge or bool(gguf))
     parts = export_parts(run)
     for _, target in parts.values():
         refuse_unsupported(target, gguf)
     gate = require_gate(run, force, "export")
-    with Progress(STEPS * len(parts) + bool(gguf), "export", unit="steps") as progress, atomic_dir(out) as tmp:
+    with Progress(STEPS * len(parts) + bool(gguf) + onnx, "export", unit="steps") as progress, atomic_dir(out) as tmp:
         written = {
             folder: write_checked(part, target, kind, dtype, tmp / folder, progress, folder)
             for folder, (part, target) in parts.items()
@@ -102,6 +113,10 @@ def export_run(
             main = written[""]
             prompts = probe_prompts(run.dir, main.tokenizer)
             gguf_path = _write_gguf(main.loaded, main.tokenizer, tmp, gguf, main.reference.probes, prompts, checks)
+            progress.advance()
+        if onnx:
+            progress.describe("export: ONNX, checked with onnxruntime")
+            checks["onnx"] = write_onnx(run, tmp / ONNX_SUBDIR)
             progress.advance()
         heads = {folder: target for folder, (_, target) in parts.items()}
         task = run.config.task.name if "" in parts else "multihead"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,10 @@ def predict_file(
     batch_size: int,
     max_new_tokens: int,
     sampling: Sampling | None = None,
+    load: Callable[[], tuple[Any, Any]] | None = None,
 ) -> PredictSummary:
+    """Predict every row not yet in ``output_path``; ``load`` gives the model and tokenizer to use (e.g. the
+    onnxruntime backend, ship/onnx_runtime.py) instead of the run's tuned PyTorch model."""
     import torch
 
     if output_path.suffix.lower() != ".jsonl":
@@ -94,8 +98,11 @@ def predict_file(
     if not todo:
         console.print(f"all {len(rows)} rows are already in {output_path}; nothing to do")
         return summary
-    model, tokenizer = run.load_tuned()
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    if load is not None:
+        model, tokenizer = load()
+    else:
+        model, tokenizer = run.load_tuned()
+        model.to("cuda" if torch.cuda.is_available() else "cpu")
     with output_path.open("a", encoding="utf-8") as out, _Progress(len(rows), summary.skipped) as progress:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
