@@ -17,10 +17,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.helpers.cli import serving
 from tests.helpers.models import EOS_ID
+from tests.helpers.paths import SST2
 from tests.helpers.training import train_tiny_run
 
 KEY = "test-key-123"
 PROMPT = "Sentiment of: a gorgeous , witty , seductive movie ."
+SST2_DEV = SST2 / "dev.tsv"
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +188,38 @@ def test_load_200_requests_from_16_clients(client: openai.OpenAI, server: str) -
     assert len(tuned_greedy) == 1  # greedy replies of one model agree, whatever the interleaving
     assert httpx.get(f"{server}/health").json()["status"] == "ok"
     print(f"200 requests from 16 clients in {seconds:.1f} s")
+
+
+def test_16_concurrent_clients_get_the_serial_greedy_answers(
+    client: openai.OpenAI, tuned_run_dir: Path, second_run_dir: Path
+) -> None:
+    """The server decodes concurrent requests together (default --max-batch 16); every greedy answer, streamed or
+    not, is still the one that generate() gives for the request alone (the serial server's answer)."""
+    from tunesmith.pipeline.trained import TrainedRun
+    from tunesmith.ship.inference import Sampling, chat_prompt, generate, load_pool
+
+    sentences = [line.split("\t")[0] for line in SST2_DEV.read_text().splitlines()[1:9]]
+    asks = [(model, f"Sentiment of: {s}") for s in sentences for model in ("tuned", "second")]  # prompt lengths vary
+    limits = [1 if i % 4 == 0 else 12 for i in range(len(asks))]  # replies of different lengths
+    pool = load_pool([TrainedRun.from_dir(tuned_run_dir), TrainedRun.from_dir(second_run_dir)])
+    serial = []
+    for (model, text), limit in zip(asks, limits, strict=True):
+        served = pool.get(model)
+        assert served is not None
+        reply = generate(served, chat_prompt(served, [{"role": "user", "content": text}]), Sampling(limit))
+        serial.append((reply.text, reply.finish_reason))
+
+    def one(i: int) -> tuple[str, str]:
+        model, text = asks[i]
+        messages = [{"role": "user", "content": text}]
+        options = {"model": model, "messages": messages, "temperature": 0, "max_tokens": limits[i]}
+        if i % 2:
+            chunks = list(client.chat.completions.create(stream=True, **options))
+            return "".join(c.choices[0].delta.content or "" for c in chunks), chunks[-1].choices[0].finish_reason
+        choice = client.chat.completions.create(**options).choices[0]
+        return choice.message.content, choice.finish_reason
+
+    with ThreadPoolExecutor(max_workers=16) as threads:
+        batched = list(threads.map(one, range(len(asks))))
+    assert batched == serial
+    assert {reason for _, reason in serial} == {"stop", "length"}  # short and long replies shared the batch

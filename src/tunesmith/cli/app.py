@@ -185,6 +185,12 @@ def serve(
     store: str | None = StoreOpt,
     workers: int = typer.Option(1, "--workers", min=0, help="With --jobs: worker threads in this process."),
     max_upload_bytes: int = typer.Option(512 * 2**20, "--max-upload-bytes", min=1, help="Largest file upload."),
+    max_batch: int = typer.Option(
+        16, "--max-batch", min=1, help="Requests per model decoded together; 1 answers one at a time."
+    ),
+    max_queue: int = typer.Option(
+        64, "--max-queue", min=0, help="Requests per model waiting for a place in the batch; more get 503."
+    ),
 ) -> None:
     """Serve runs over an OpenAI-compatible HTTP API; each run is a model id (its run name). With --jobs, also
     fine-tuning jobs (keys from `tunesmith keys create`)."""
@@ -201,7 +207,7 @@ def serve(
         connected = connect(home, store)
     serve_runs(
         [open_run(p) for p in run_paths or []], host, port, api_key, max_tokens, max_body_bytes, force=force,
-        jobs=connected, workers=workers, max_upload_bytes=max_upload_bytes,
+        jobs=connected, workers=workers, max_upload_bytes=max_upload_bytes, max_batch=max_batch, max_queue=max_queue,
     )  # fmt: skip
 
 

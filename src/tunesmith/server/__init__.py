@@ -21,10 +21,13 @@ def serve(
     jobs: Store | None = None,
     workers: int = 1,
     max_upload_bytes: int = 512 * 2**20,
+    max_batch: int = 16,
+    max_queue: int = 64,
 ) -> None:
     """Load the runs (LoRA adapters on one base share it) and serve them until interrupted; a run whose evaluation
     gate fails is refused (``GateFailed``) unless ``force``. With ``jobs`` (a store), also serve OpenAI's files and
-    fine-tuning API, with ``workers`` worker threads in this process running its jobs."""
+    fine-tuning API, with ``workers`` worker threads in this process running its jobs. Up to ``max_batch``
+    requests per model are decoded together (1: one at a time) and up to ``max_queue`` more wait; beyond that, 503."""
     import uvicorn
 
     from tunesmith.pipeline.gate import require_gate
@@ -49,7 +52,7 @@ def serve(
 
         jobs.files.clean_temps()
         face = JobsFace(jobs, max_upload_bytes, FineTunedModels(jobs, pool))
-    app = create_app(pool, Limits(max_tokens=max_tokens, max_body_bytes=max_body_bytes), api_key=api_key, jobs=face)
+    app = create_app(pool, Limits(max_tokens, max_body_bytes, max_batch, max_queue), api_key=api_key, jobs=face)
     auth = "bearer key required" if api_key or jobs else "no API key: anyone who can reach it may use it"
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key and jobs is None:
         print(f"warning: binding {host} without --api-key exposes the models to the network", file=sys.stderr)

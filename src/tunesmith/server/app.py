@@ -7,11 +7,14 @@ Every error is an OpenAI-style body ``{"error": {"message", "type", "param", "co
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import queue
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,14 +29,13 @@ from tunesmith.server import schemas
 from tunesmith.server.http import APIError, Body, read_json, schema_validate
 from tunesmith.server.jobs_api import JobsFace, add_job_routes
 from tunesmith.server.tools import ToolRequestError, reply_message, tool_conversation
+from tunesmith.ship.batching import Batcher, Job, Overloaded
 from tunesmith.ship.inference import (
     Generation,
     ModelPool,
     Sampling,
     Served,
-    TokenStream,
     chat_prompt,
-    generate,
     text_prompt,
     tool_chat_prompt,
 )
@@ -45,16 +47,44 @@ log = logging.getLogger("tunesmith.server")
 class Limits:
     max_tokens: int  # largest max_tokens a request may ask for (also the default for chat)
     max_body_bytes: int
+    max_batch: int = 16  # sequences decoded together per model; 1 = one request at a time, as generate() runs it
+    max_queue: int = 64  # requests waiting for a place in the batch, per model; more are refused with 503
 
 
 def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None, jobs: JobsFace | None = None) -> FastAPI:
     """The app; with ``jobs``, also OpenAI's files and fine-tuning API, and keys from the jobs store."""
     app = FastAPI(title="tunesmith", docs_url=None, redoc_url=None, openapi_url=None)
     started = int(time.time())
+    # One scheduler thread per loaded model owns it; the pool's lock now only guards tokenizers and the model dict.
+    batcher = Batcher(limits.max_batch, limits.max_queue, pool.lock)
+    app.state.batcher = batcher
+    app.router.on_shutdown.append(batcher.close)
+
+    def submit(start: Callable[[], Job]) -> Job:
+        try:
+            return start()
+        except Overloaded as exc:
+            raise APIError(503, str(exc), kind="server_error", code="server_overloaded") from None
+
+    async def finish(request: Request, start: Callable[[], Job]) -> Any:
+        """Queue a job and wait for its result; a client that disconnects first cancels it."""
+        job = submit(start)
+        result = asyncio.ensure_future(asyncio.wrap_future(job.future))
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not result.done():
+            job.cancel()
+            result.cancel()
+            raise APIError(499, "the client closed the request", code="client_closed_request")
+        return result.result()
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -142,22 +172,22 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None, jobs
         body, caller = await parse(request, schemas.ChatRequest)
         served = await run_in_threadpool(generator, body.model, caller)
         if body.uses_tools() or any(m.role == "tool" or m.tool_calls for m in body.messages):
-            return await tool_completion(body, served)
+            return await tool_completion(request, body, served)
         messages = [m.as_dict() for m in body.messages]
         prompt, sampling = await run_in_threadpool(prepare, served, lambda: chat_prompt(served, messages), body)
         if body.stream:
             chunk_id = schemas.new_id("chatcmpl")
             first = schemas.chat_chunk(chunk_id, body.model, {"role": "assistant", "content": ""}, None)
             return _sse(
-                stream(pool, served, prompt, sampling),
+                stream(submit, batcher, served, prompt, sampling),
                 first=first,
                 piece=lambda text: schemas.chat_chunk(chunk_id, body.model, {"content": text}, None),
                 last=lambda result: schemas.chat_chunk(chunk_id, body.model, {}, result.finish_reason),
             )
-        result = await run_in_threadpool(locked_generate, pool, served, prompt, sampling)
+        result = await finish(request, lambda: batcher.generate(served, prompt, sampling))
         return schemas.chat_completion(body.model, result)
 
-    async def tool_completion(body: schemas.ChatRequest, served: Served) -> Any:
+    async def tool_completion(request: Request, body: schemas.ChatRequest, served: Served) -> Any:
         if body.stream:
             raise APIError(400, "streaming is not supported with tools; send stream: false", param="stream")
         try:
@@ -166,7 +196,7 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None, jobs
             raise APIError(400, str(exc), param=exc.param) from None
         tokenize = lambda: tool_chat_prompt(served, messages, tool_list)  # noqa: E731
         prompt, sampling = await run_in_threadpool(prepare, served, tokenize, body)
-        result = await run_in_threadpool(locked_generate, pool, served, prompt, sampling)
+        result = await finish(request, lambda: batcher.generate(served, prompt, sampling))
         return schemas.chat_completion(body.model, result, reply_message(result) if tool_list else None)
 
     @app.post("/v1/completions")
@@ -177,12 +207,12 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None, jobs
         if body.stream:
             chunk_id = schemas.new_id("cmpl")
             return _sse(
-                stream(pool, served, prompt, sampling),
+                stream(submit, batcher, served, prompt, sampling),
                 first=None,
                 piece=lambda text: schemas.completion_chunk(chunk_id, body.model, text, None),
                 last=lambda result: schemas.completion_chunk(chunk_id, body.model, "", result.finish_reason),
             )
-        result = await run_in_threadpool(locked_generate, pool, served, prompt, sampling)
+        result = await finish(request, lambda: batcher.generate(served, prompt, sampling))
         return schemas.completion(body.model, result)
 
     @app.post("/v1/classify")
@@ -197,7 +227,8 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None, jobs
                 code="model_not_classifier",
             )
         texts = body.texts()
-        results = await run_in_threadpool(locked_classify, pool, served, texts)
+        classify = served.classify
+        results = await finish(request, lambda: batcher.call(served, lambda: classify(texts)))
         return schemas.classification(body.model, results)
 
     def prepare(
@@ -233,23 +264,52 @@ def create_app(pool: ModelPool, limits: Limits, api_key: str | None = None, jobs
     return app
 
 
-def locked_classify(pool: ModelPool, served: Served, texts: list[str]) -> list[dict[str, Any]]:
-    assert served.classify is not None
-    with pool.lock:
-        return served.classify(texts)
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (the body is read already, so the next ASGI message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
-def locked_generate(pool: ModelPool, served: Served, prompt: list[int], sampling: Sampling) -> Generation:
-    with pool.lock:
-        return generate(served, prompt, sampling)
+class BatchStream:
+    """A queued generation read piece by piece: ("text", str) events, then ("done", Generation) or ("error", exc).
+
+    ``cancel()`` drops the sequence from the batch at the next step: used when a client disconnects.
+    """
+
+    def __init__(
+        self, submit: Callable[[Callable[[], Job]], Job], batcher: Batcher, served: Served, prompt: list[int],
+        sampling: Sampling,
+    ) -> None:  # fmt: skip
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.job = submit(lambda: batcher.generate(served, prompt, sampling, self._put_text))
+        self.job.future.add_done_callback(self._done)
+
+    def _put_text(self, text: str) -> None:
+        self.events.put(("text", text))
+
+    def _done(self, future: Future[Generation]) -> None:
+        if future.cancelled():
+            self.events.put(("error", CancelledError()))
+        elif future.exception() is not None:
+            self.events.put(("error", future.exception()))
+        else:
+            self.events.put(("done", future.result()))
+
+    def next(self) -> tuple[str, Any]:
+        return self.events.get()
+
+    def cancel(self) -> None:
+        self.job.cancel()
 
 
-def stream(pool: ModelPool, served: Served, prompt: list[int], sampling: Sampling) -> TokenStream:
-    return TokenStream(pool, served, prompt, sampling)
+def stream(
+    submit: Callable[[Callable[[], Job]], Job], batcher: Batcher, served: Served, prompt: list[int], sampling: Sampling
+) -> BatchStream:
+    return BatchStream(submit, batcher, served, prompt, sampling)
 
 
 def _sse(
-    tokens: TokenStream,
+    tokens: BatchStream,
     first: dict[str, Any] | None,
     piece: Callable[[str], dict[str, Any]],
     last: Callable[[Generation], dict[str, Any]],

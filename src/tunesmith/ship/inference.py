@@ -1,7 +1,8 @@
 """Trained runs loaded for generation, with streaming: what the server and the terminal chat share.
 
 LoRA runs on the same base model share one copy of it (peft's multi-adapter support: each run is a named adapter,
-activated per request). Generation is guarded by one lock, so concurrent callers take turns on the model.
+activated per request). The terminal chat and the studio take turns on a model under the pool's lock; the server
+decodes concurrent requests together instead (``ship/batching.py``).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ class Sampling:
 
 
 class ModelPool:
-    """The served models by id, and the lock that serialises generation on them."""
+    """The served models by id, and the lock that serialises generation on them (the server's batching uses it for
+    tokenizers only: a scheduler thread owns each model)."""
 
     def __init__(self, served: list[Served]) -> None:
         self.models = {s.id: s for s in served}
