@@ -111,9 +111,14 @@ def _template_fields(template: str | None) -> list[str]:
     return sorted({name for _, name, _, _ in string.Formatter().parse(template) if name})
 
 
+def _squeeze(text: str) -> str:
+    """Whitespace collapsed, as data preparation normalises it."""
+    return " ".join(text.split())
+
+
 def trained_on(run: TrainedRun, texts: Sequence[str]) -> int:
-    """How many of ``texts`` the run trained on: exact matches of a prepared training row's text, or of its user
-    message (for an sft run, the text filled into its prompt template)."""
+    """How many of ``texts`` the run trained on: matches (whitespace collapsed) of a prepared training row's text,
+    or of its user message (for an sft run, the text filled into its prompt template)."""
     split = run.dir.split("train")
     if not split.is_file():
         return 0
@@ -122,16 +127,16 @@ def trained_on(run: TrainedRun, texts: Sequence[str]) -> int:
         for line in handle:
             row: dict[str, Any] = json.loads(line)
             if isinstance(row.get("text"), str):
-                seen.add(row["text"].strip())
+                seen.add(_squeeze(row["text"]))
             for message in row.get("messages") or []:
                 if message.get("role") == "user" and isinstance(message.get("content"), str):
-                    seen.add(message["content"].strip())
+                    seen.add(_squeeze(message["content"]))
     template = run.config.data.prompt_template
     fields = _template_fields(template)
     count = 0
     for text in texts:
-        forms = {text.strip()}
+        forms = {_squeeze(text)}
         if template and len(fields) == 1:
-            forms.add(template.format(**{fields[0]: text.strip()}).strip())
+            forms.add(_squeeze(template.format(**{fields[0]: text.strip()})))
         count += bool(forms & seen)
     return count
