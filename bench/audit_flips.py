@@ -153,7 +153,8 @@ def measure(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
             issues = report["label_issues"]
             kept += store
             cached = name == "run" and args.run in _SCORED
-            _SCORED.add(args.run)
+            if name == "run":
+                _SCORED.add(args.run)
             results.append(
                 {
                     "scorer": name,
