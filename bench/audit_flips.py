@@ -8,13 +8,17 @@ SST-2's dev set (examples/data/sst2/dev.tsv, 872 rows), 5% of its labels flipped
 
 - ``embeddings``: frozen minilm-l6 embeddings + logistic regression, k-fold;
 - ``finetune``: minilm-l6 with a classification head fine-tuned per fold (``--scorer finetune``);
-- ``run``: a trained classify run's model (``--run``); without ``--run`` the bench first trains one with
-  examples/classify-sst2.yaml (2,000 SST-2 *training* rows, so the dev rows are unseen) and times that apart.
+- ``run``: a trained run's model (``--run``: a classify run, or an sft run answering with label words); without
+  ``--run`` the bench first trains one with ``--run-config`` (default examples/quickstart.yaml: SmolLM2-135M, LoRA,
+  480 SST-2 *training* rows, so the dev rows are held out) and times that apart. Its probabilities depend only on
+  the texts, so they are computed once and reused for every seed (``probabilities_cached`` on later seeds).
 
 Reported per scorer and seed: recall of the flipped rows among the audit's top k suggestions (k = the number of
 flipped rows) and top 2k, the scorer's accuracy against the labels it was given (flips included), how many rows it
-flags, and wall/CPU seconds; then the same for the mean of the scorers' probabilities (``mean``), to see whether
-they err on different rows. Results are appended to bench/results/audit_flips.jsonl with date, command and machine.
+flags, and wall/CPU seconds; the recall at k under each cleanlab ranking (``recall_at_k_by_ranking``:
+self_confidence, the audit's, against normalized_margin and confidence_weighted_entropy, from the same
+probabilities); then the same for the mean of the scorers' probabilities (``mean``), to see whether they err on
+different rows. Results are appended to bench/results/audit_flips.jsonl with date, command and machine.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO / "examples" / "data" / "sst2" / "dev.tsv"
-EXAMPLE = REPO / "examples" / "classify-sst2.yaml"
+EXAMPLE = REPO / "examples" / "quickstart.yaml"
+RANKINGS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
 RESULTS = REPO / "bench" / "results" / "audit_flips.jsonl"
 
 
@@ -59,19 +64,24 @@ def recall(ranked: list[int], flipped: list[int]) -> dict[str, float]:
     return {f"recall_{name}": round(value, 3) for name, value in hits.items()}
 
 
-def train_run(folder: Path) -> tuple[Path, float]:
-    """examples/classify-sst2.yaml (SST-2 training rows only) run to the end in ``folder``: its directory, seconds."""
+def train_run(folder: Path, example: Path) -> tuple[Path, float]:
+    """``example`` (SST-2 training rows only) run to the end in ``folder``: its directory, seconds. Its own
+    evaluation is cut to 40 dev rows: the audit scores all of them anyway."""
     from tunesmith.core.config import validate_config
     from tunesmith.pipeline.run import Run
 
-    config = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    config = yaml.safe_load(example.read_text(encoding="utf-8"))
     for key in ("train", "test"):
-        config["data"][key] = str((EXAMPLE.parent / config["data"][key]).resolve())
-    config["output"] = {"dir": str(folder), "name": "sst2-classifier"}
+        config["data"][key] = str((example.parent / config["data"][key]).resolve())
+    config["data"]["test_rows"] = 40
+    config["output"] = {"dir": str(folder), "name": f"audit-{example.stem}"}
     run = Run(validate_config(config, source="audit-flips"))
     started = time.perf_counter()
     run.run(force=True)
     return run.dir.root, time.perf_counter() - started
+
+
+_RUN_SCORERS: dict[Path, Any] = {}
 
 
 def make_scorer(name: str, args: argparse.Namespace, embeddings: np.ndarray) -> Any:
@@ -83,7 +93,30 @@ def make_scorer(name: str, args: argparse.Namespace, embeddings: np.ndarray) -> 
     if name == "finetune":
         tune = {k: v for k, v in (("epochs", args.epochs), ("learning_rate", args.learning_rate)) if v is not None}
         return finetune_scorer(replace(FineTune(), **tune))
-    return run_scorer(args.run)
+    if args.run not in _RUN_SCORERS:  # one per run: it keeps its probabilities for the next seed
+        _RUN_SCORERS[args.run] = run_scorer(args.run)
+    return _RUN_SCORERS[args.run]
+
+
+def by_ranking(y: np.ndarray, probs: np.ndarray, flipped: list[int]) -> dict[str, float]:
+    """Recall at k of each cleanlab ranking, from the same probabilities."""
+    from cleanlab.filter import find_label_issues
+
+    out = {}
+    for method in RANKINGS:
+        ranked = [int(i) for i in find_label_issues(y, probs, return_indices_ranked_by=method)]
+        out[method] = recall(ranked, flipped)["recall_at_k"]
+    return out
+
+
+_SCORED: set[Path] = set()  # runs whose probabilities the run scorer already holds
+
+
+def clean_accuracy(probs: np.ndarray, y: np.ndarray, flipped: list[int]) -> float:
+    """Accuracy against the true labels (the planted flips undone)."""
+    truth = y.copy()
+    truth[flipped] = 1 - truth[flipped]
+    return round(float((probs.argmax(1) == truth).mean()), 4)
 
 
 def capture(scorer: Callable[..., Any], store: list[np.ndarray]) -> Callable[..., Any]:
@@ -105,6 +138,8 @@ def measure(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
 
     texts, noisy, flipped = planted(args.rows, 0.05, seed)
     embeddings = embed_texts(texts, "minilm-l6")
+    classes = sorted(set(noisy))
+    y = np.array([classes.index(label) for label in noisy])
     results, kept = [], []
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "sst2-dev-flipped.jsonl"
@@ -117,6 +152,9 @@ def measure(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             issues = report["label_issues"]
             kept += store
+            cached = name == "run" and args.run in _SCORED
+            if name == "run":
+                _SCORED.add(args.run)
             results.append(
                 {
                     "scorer": name,
@@ -125,17 +163,19 @@ def measure(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
                     "flipped": len(flipped),
                     **recall(issues["ranked_indices"], flipped),
                     "flagged": issues["count"],
+                    "recall_at_k_by_ranking": by_ranking(y, store[0], flipped),
                     "accuracy": issues["oof_accuracy"],  # against the labels given, flips included
+                    "clean_accuracy": clean_accuracy(store[0], y, flipped),  # against the true labels
                     "out_of_fold": issues["out_of_fold"],
+                    "scorer_model": issues["scorer_model"],
                     "method": issues["method"],
+                    **({"probabilities_cached": True} if cached else {}),
                     "wall_s": round(wall, 1),
                     "cpu_s": round(cpu, 1),
                 }
             )
             print(json.dumps(results[-1]), flush=True)
     if len(kept) > 1:
-        classes = sorted(set(noisy))
-        y = np.array([classes.index(label) for label in noisy])
         probs = np.mean(kept, axis=0)
         ranked = [int(i) for i in find_label_issues(y, probs, return_indices_ranked_by="self_confidence")]
         results.append(
@@ -144,6 +184,7 @@ def measure(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
                 "seed": seed,
                 "flipped": len(flipped),
                 **recall(ranked, flipped),
+                "recall_at_k_by_ranking": by_ranking(y, probs, flipped),
                 "flagged": len(ranked),
                 "accuracy": round(float((probs.argmax(1) == y).mean()), 4),
             }
@@ -170,7 +211,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scorers", nargs="+", choices=("embeddings", "finetune", "run"), default=["embeddings"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--run", type=Path, help="a trained classify run (default: train examples/classify-sst2)")
+    parser.add_argument("--run", type=Path, help="a trained run (default: train --run-config first)")
+    parser.add_argument("--run-config", type=Path, default=EXAMPLE, help="what to train for `run` without --run")
     parser.add_argument("--rows", type=int, default=None, help="the first N dev rows (default all 872)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, help="finetune: epochs per fold")
@@ -183,7 +225,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as folder:
         if "run" in args.scorers and args.run is None:
-            args.run, seconds = train_run(Path(folder))
+            args.run, seconds = train_run(Path(folder), args.run_config)
             context["run_training_wall_s"] = str(round(seconds, 1))
             print(f"trained {args.run} in {seconds:.0f} s", flush=True)
         results = [row for seed in args.seeds for row in measure(args, seed)]

@@ -59,7 +59,7 @@ def test_the_report_names_its_scorer_and_whether_its_accuracy_is_out_of_fold(tmp
 
     report = audit(data, embeddings, scorer=in_sample)
     assert report["label_issues"]["scorer"] == "run" and report["label_issues"]["out_of_fold"] is False
-    assert "scorer run: accuracy (not out-of-fold) 100.0%" in format_text(report)
+    assert "scorer run: not held-out accuracy 100.0%" in format_text(report)
 
 
 @pytest.mark.slow
@@ -122,7 +122,11 @@ def test_audit_with_run_scores_rows_with_that_runs_model(classify_run: Path, tmp
     result = run_cli_in_process("data", "audit", str(path), "--run", str(classify_run), "--json", "--clusters", "2")
     assert result.returncode == 0, result.stderr
     issues = json.loads(result.stdout)["label_issues"]
-    assert issues["scorer"] == "run" and str(classify_run) in issues["method"] and issues["out_of_fold"] is False
+    assert issues["scorer"] == "run" and str(classify_run) in issues["method"]
+    # dev rows, and the run trained on training rows: held out, and the report says so
+    assert (
+        issues["out_of_fold"] is True and "held out: none of these rows is among its training rows" in issues["method"]
+    )
 
     run = TrainedRun.from_dir(classify_run)
     model, tokenizer = run.load_tuned()
@@ -134,6 +138,22 @@ def test_audit_with_run_scores_rows_with_that_runs_model(classify_run: Path, tmp
         assert row["p_given"] == pytest.approx(own[row["index"]]["probabilities"][names[row["label"]]], abs=1e-3)
     assert issues["oof_accuracy"] == pytest.approx(
         np.mean([o["prediction"] == names[y] for o, y in zip(own, _labels, strict=True)]), abs=1e-6
+    )
+
+
+def test_audit_with_run_says_when_it_trained_on_the_audited_rows(classify_run: Path, tmp_path: Path) -> None:
+    trained = [json.loads(line) for line in (classify_run / "data" / "train.jsonl").read_text().splitlines()][:20]
+    names = {"negative": "0", "positive": "1"}
+    path = tmp_path / "seen.jsonl"
+    path.write_text("".join(json.dumps({"text": r["text"], "label": names[r["label"]]}) + "\n" for r in trained))
+    result = run_cli_in_process("data", "audit", str(path), "--run", str(classify_run), "--clusters", "2")
+    assert result.returncode == 0, result.stderr
+    assert "scorer run: not held-out accuracy" in result.stdout
+    saved = run_cli_in_process("data", "audit", str(path), "--run", str(classify_run), "--json", "--clusters", "2")
+    issues = json.loads(saved.stdout)["label_issues"]
+    assert (
+        issues["out_of_fold"] is False
+        and "NOT held out: 20 of these rows are among its training rows" in (issues["method"])
     )
 
 
@@ -153,15 +173,17 @@ def test_audit_with_run_names_a_missing_run_or_a_task_without_classes(tmp_path: 
     assert missing.returncode == 2
     assert "not a run directory (no config.yaml)" in missing.stdout + missing.stderr
 
-    run_dir = RunDir(tmp_path / "sft-run")  # an sft run: a trained model, but no class probabilities
+    run_dir = RunDir(tmp_path / "sft-run")  # an sft run without label words: a trained model, but no classes
     run_dir.root.mkdir()
-    run_dir.config.write_text(load_config(write_tiny_config(tmp_path, tmp_path)).to_yaml(), encoding="utf-8")
+    config = yaml.safe_load(load_config(write_tiny_config(tmp_path, tmp_path)).to_yaml())
+    del config["data"]["label_names"]
+    run_dir.config.write_text(yaml.safe_dump(config), encoding="utf-8")
     run_dir.model.mkdir()
     run_dir.mark_done("train")
     wrong = run_cli_in_process("data", "audit", str(path), "--run", str(run_dir.root))
     assert wrong.returncode == 2
     message = wrong.stdout + wrong.stderr
-    assert "a 'sft' run gives no class probabilities; --run takes a classify run" in message
+    assert "this sft run has no data.label_names, so it has no label words to score" in message
     assert "Traceback" not in message
 
 

@@ -234,7 +234,12 @@ def audit(
         help="Label errors from: embeddings (frozen, + logistic regression; seconds) or finetune (a head "
         "fine-tuned per fold; minutes). See docs/annotate.md.",
     ),
-    run: Path | None = typer.Option(None, "--run", help="Score label errors with this trained classify run instead."),
+    run: Path | None = typer.Option(
+        None,
+        "--run",
+        help="Score label errors with this trained run instead: a classify run, or an sft run answering with label "
+        "words (the quickstart). Held out only for rows it did not train on; the report says which.",
+    ),
     folds: int = typer.Option(5, "--folds", min=2, help="Folds for out-of-fold probabilities."),
     clusters: int | None = typer.Option(
         None, "--clusters", min=2, help="Number of k-means clusters (default ~sqrt(n/2))."

@@ -47,8 +47,10 @@ def audit_file(
     embeddings = embed_texts(data.texts(), model)
     if scorer == "finetune":
         scorer = finetune_scorer(FineTune(model=model))
-    chosen = None if scorer == "embeddings" else scorer  # None: logistic regression on the embeddings
-    report = audit(data, embeddings, folds=folds, clusters=clusters, seed=seed, scorer=chosen)
+    elif scorer == "embeddings":
+        scorer = embedding_scorer(embeddings, model)
+    assert not isinstance(scorer, str)
+    report = audit(data, embeddings, folds=folds, clusters=clusters, seed=seed, scorer=scorer)
     report["embedding_model"] = model
     return report
 
@@ -122,6 +124,7 @@ def label_issues(
     return {
         "method": scores.method,
         "scorer": scores.scorer,
+        "scorer_model": scores.model,
         "out_of_fold": scores.out_of_fold,
         "oof_accuracy": round(float((probs.argmax(1) == y).mean()), 4),
         "count": len(rows),
@@ -227,8 +230,13 @@ def format_text(report: dict[str, Any], top: int = 15) -> str:
     if issues.get("note"):
         lines.append(f"  {issues['note']}")
     if "oof_accuracy" in issues:
-        kind = "out-of-fold accuracy" if issues.get("out_of_fold", True) else "accuracy (not out-of-fold)"
-        lines.append(f"  scorer {issues.get('scorer', 'embeddings')}: {kind} {issues['oof_accuracy']:.1%}")
+        held = issues.get("scorer") == "run"  # a separate model: held out, not cross-validated
+        kind = ("held-out" if held else "out-of-fold") if issues.get("out_of_fold", True) else "not held-out"
+        model = f"; model: {issues['scorer_model']}" if issues.get("scorer_model") else ""
+        lines.append(
+            f"  scorer {issues.get('scorer', 'embeddings')}: {kind} accuracy {issues['oof_accuracy']:.1%} against "
+            f"the labels given{model}"
+        )
     for r in issues["rows"][:top]:
         lines.append(
             f"  line {r['line']}: {r['label']} -> suggested {r['suggested']} "

@@ -28,7 +28,8 @@ class Scores:
     probs: np.ndarray  # [rows, classes]
     method: str  # what the report says about how they were made
     scorer: str  # finetune | embeddings | run
-    out_of_fold: bool = True
+    out_of_fold: bool = True  # no row's probabilities come from a model that learned from that row
+    model: str = ""  # the model behind the probabilities (a name, or a run's directory and base model)
 
 
 Scorer = Callable[[Sequence[str], np.ndarray, list[str], int, int], Scores]
@@ -41,8 +42,8 @@ def _folds(y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarra
     return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
-def embedding_scorer(embeddings: np.ndarray) -> Scorer:
-    """Logistic regression on frozen sentence embeddings (one unit vector per row), out-of-fold."""
+def embedding_scorer(embeddings: np.ndarray, model: str = "minilm-l6") -> Scorer:
+    """Logistic regression on frozen sentence embeddings (one unit vector per row, from ``model``), out-of-fold."""
 
     def score(texts: Sequence[str], y: np.ndarray, classes: list[str], k: int, seed: int) -> Scores:
         from sklearn.linear_model import LogisticRegression
@@ -52,7 +53,7 @@ def embedding_scorer(embeddings: np.ndarray) -> Scorer:
             classifier = LogisticRegression(max_iter=2000, C=1.0).fit(embeddings[train], y[train])
             probs[np.ix_(test, classifier.classes_)] = classifier.predict_proba(embeddings[test])
         method = f"sentence embeddings + logistic regression, {k}-fold out-of-fold probabilities; cleanlab"
-        return Scores(probs, method, "embeddings")
+        return Scores(probs, method, "embeddings", model=f"logistic regression on {model} embeddings")
 
     return score
 
@@ -96,7 +97,7 @@ def finetune_scorer(settings: FineTune = FineTune()) -> Scorer:
             f"{settings.model} with a classification head fine-tuned {settings.epochs} epochs per fold, {k}-fold "
             "out-of-fold probabilities; cleanlab"
         )
-        return Scores(probs, method, "finetune")
+        return Scores(probs, method, "finetune", model=settings.model)
 
     return score
 
