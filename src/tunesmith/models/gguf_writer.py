@@ -1,8 +1,8 @@
-"""Write a Llama, Qwen2 or Qwen3 causal LM and its byte-level BPE tokenizer as a GGUF file (f16 or q8_0).
+"""Write a decoder (Llama, Qwen2/3, Gemma 1/2/3, Phi-3, GPT-2) and its byte-level BPE tokenizer as GGUF (f16, q8_0).
 
-The layout follows llama.cpp's ``convert_hf_to_gguf.py`` for ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` /
-``Qwen3ForCausalLM``: ``gguf``'s tensor name map, llama's q/k projections permuted for llama.cpp's rotary layout,
-norms (and Qwen2's biases) kept in f32, and the tokenizer as ``gpt2``
+The layout follows llama.cpp's ``convert_hf_to_gguf.py``: ``gguf``'s tensor name map, each family's tensor changes
+and extra metadata (``gguf_families``: the ``ARCHITECTURES`` table), 1-D tensors (norms, biases) kept in f32, and
+the tokenizer as ``gpt2``
 metadata (tokens, token types, merges, llama.cpp's pre-tokenizer, special and end-of-turn ids, BOS/EOS adding,
 chat template). It is written here, in a few lines, because
 llama.cpp's converter is a script in its repository, not part of the ``gguf`` package.
@@ -17,17 +17,14 @@ from typing import Any
 import numpy as np
 
 from tunesmith.core.errors import TunesmithError
+from tunesmith.models.gguf_families import ARCHITECTURES
 from tunesmith.models.gguf_pretok import pre_tokenizer_name
 
 KINDS = ("f16", "q8_0")
-# model_type -> (gguf architecture, whether q/k are permuted into llama.cpp's interleaved rotary layout). Qwen2 and
-# Qwen3 run with llama.cpp's NEOX rotary, which is transformers' own layout (no permutation); Qwen2's q/k/v biases
-# and Qwen3's q/k norms map by gguf's tensor names like every other tensor.
-ARCHITECTURES = {"llama": ("LLAMA", True), "qwen2": ("QWEN2", False), "qwen3": ("QWEN3", False)}
 
 
 def write_gguf(model: Any, tokenizer: Any, path: Path, kind: str) -> Path:
-    """Write ``model`` (a Llama, Qwen2 or Qwen3 causal LM) and ``tokenizer`` to ``path``; return ``path``."""
+    """Write ``model`` (a causal LM of a family in ``ARCHITECTURES``) and ``tokenizer`` to ``path``; return ``path``."""
     import gguf
 
     if kind not in KINDS:
@@ -38,23 +35,16 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, kind: str) -> Path:
             f"--gguf supports {', '.join(ARCHITECTURES)} models; this model is '{config.model_type}'. "
             "Export without --gguf."
         )
-    arch_name, permute = ARCHITECTURES[config.model_type]
-    arch = gguf.MODEL_ARCH[arch_name]
-    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    family = ARCHITECTURES[config.model_type]
+    arch = gguf.MODEL_ARCH[family.gguf]
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
     writer.add_name(Path(str(getattr(config, "_name_or_path", "") or "model")).name)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(heads)
-    writer.add_head_count_kv(kv_heads)
-    writer.add_key_length(head_dim)
-    writer.add_value_length(head_dim)
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_rope_freq_base(float(_rope_theta(config)))
-    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+    family.metadata(writer, config)
     writer.add_vocab_size(config.vocab_size)
     file_type = gguf.LlamaFileType.MOSTLY_F16 if kind == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0
     writer.add_file_type(file_type)
@@ -66,15 +56,13 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, kind: str) -> Path:
     for hf_name, tensor in model.state_dict().items():
         if tied and hf_name == "lm_head.weight":
             continue  # llama.cpp reuses token_embd for the output when the embeddings are tied
+        data = family.tensor(hf_name, tensor.detach().float().cpu().numpy(), config)
+        if data is None:
+            continue
         base, _, suffix = hf_name.rpartition(".")
         gguf_base = names.get_name(base)
         if gguf_base is None:
             raise TunesmithError(f"--gguf: no GGUF name for tensor {hf_name!r}")
-        data = tensor.detach().float().cpu().numpy()
-        if permute and hf_name.endswith("q_proj.weight"):
-            data = _permute(data, heads)
-        elif permute and hf_name.endswith("k_proj.weight"):
-            data = _permute(data, kv_heads)
         _add_tensor(writer, f"{gguf_base}.{suffix}", data, kind)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -93,18 +81,6 @@ def _add_tensor(writer: Any, name: str, data: np.ndarray, kind: str) -> None:
         writer.add_tensor(name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
     else:
         writer.add_tensor(name, data.astype(np.float16))
-
-
-def _permute(weights: np.ndarray, n: int) -> np.ndarray:
-    """llama.cpp's rotary layout for q/k over ``n`` heads (transformers undoes it when it loads a GGUF)."""
-    return weights.reshape(n, 2, weights.shape[0] // n // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
-
-
-def _rope_theta(config: Any) -> float:
-    parameters = getattr(config, "rope_parameters", None) or {}
-    if isinstance(parameters, dict) and parameters.get("rope_type", "default") not in ("default", None):
-        raise TunesmithError(f"--gguf: rope scaling {parameters['rope_type']!r} is not supported")
-    return parameters.get("rope_theta") or getattr(config, "rope_theta", None) or 10000.0
 
 
 def _add_tokenizer(writer: Any, tokenizer: Any, vocab_size: int) -> None:
