@@ -162,14 +162,9 @@ def build_tiny_family(folder: Path, model_type: str) -> Path:
     build_tiny_tokenizer(folder)
     class_name, settings = FAMILY_CONFIGS[model_type]
     sizes = {} if model_type == "gpt2" else _DECODER
-    config = getattr(transformers, class_name)(
-        vocab_size=len(AutoTokenizer.from_pretrained(folder)),
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        **sizes,
-        **settings,
-    )
+    config = getattr(transformers, class_name)(pad_token_id=0, bos_token_id=1, eos_token_id=2, **sizes, **settings)
+    config.save_pretrained(folder)  # the family's tokenizer class loads it (Qwen2's adds <|endoftext|>: 601 tokens)
+    config.vocab_size = len(AutoTokenizer.from_pretrained(folder))
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(folder, safe_serialization=True)
     return folder

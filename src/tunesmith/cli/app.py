@@ -136,7 +136,12 @@ def export(
     merge: bool = typer.Option(False, "--merge", help="Merge a LoRA adapter into the base weights."),
     dtype: str = typer.Option("fp32", "--dtype", help="Weight dtype of the export: fp32, bf16 or fp16."),
     gguf: str | None = typer.Option(
-        None, "--gguf", help="Also write a GGUF file (f16 or q8_0; Llama, Qwen2, Qwen3), checked in llama.cpp."
+        None,
+        "--gguf",
+        help=(
+            "Also write a GGUF file (f16 or q8_0; Llama, Qwen2, Qwen3, Gemma 1/2/3, Phi-3, GPT-2), checked in "
+            "llama.cpp."
+        ),
     ),
     force: bool = typer.Option(
         False, "--force", help="Export even if the run's evaluation gate failed (card says so)."

@@ -143,9 +143,14 @@ def _export_check(kind: str, dtype: str, max_logit_diff: float, checks: dict[str
         )
     )
     if gguf:
+        reloaded = (
+            f"was loaded back with transformers: max |logit difference| {gguf['max_logit_diff']:.2e} at a logit "
+            f"scale of {gguf['logit_scale']:.2f}. "
+            if "max_logit_diff" in gguf
+            else "was not loaded back with transformers (its GGUF loader reads this family differently). "
+        )
         text += (
-            f"\n\n`gguf/{gguf['file']}` (for llama.cpp and compatible runtimes) was loaded back with transformers: "
-            f"max |logit difference| {gguf['max_logit_diff']:.2e} at a logit scale of {gguf['logit_scale']:.2f}. "
+            f"\n\n`gguf/{gguf['file']}` (for llama.cpp and compatible runtimes) {reloaded}"
             + describe_llama_cpp_check(gguf.get("llama_cpp") or {"skipped": "not run"})
         )
     return text

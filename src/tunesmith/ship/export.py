@@ -21,6 +21,7 @@ from tunesmith.core.fs import atomic_dir, write_json
 from tunesmith.core.progress import Progress
 from tunesmith.models.adapt import PEFT_METHODS, load_adapter
 from tunesmith.models.bottleneck import load_adapters, save_adapters
+from tunesmith.models.gguf_families import ARCHITECTURES
 from tunesmith.models.gguf_writer import KINDS as GGUF_KINDS
 from tunesmith.models.gguf_writer import write_gguf
 from tunesmith.models.merge import (
@@ -217,6 +218,18 @@ def _write_gguf(
 
     # In a folder of its own: next to config.json / tokenizer files, transformers would mix their settings in.
     path = write_gguf(model, tokenizer, _mkdir(folder / "gguf") / f"model-{kind}.gguf", kind)
+    missing = llama_cpp_missing()
+    if not ARCHITECTURES[model.config.model_type].reloads:  # only llama.cpp can check this family's file
+        if missing:
+            raise TunesmithError(f"--gguf for a {model.config.model_type} model needs the llama.cpp check: {missing}")
+        checks["gguf"] = {
+            "file": path.name,
+            "transformers": "not loaded back: its GGUF loader reads this family differently",
+        }
+        checks["gguf"]["llama_cpp"] = check_in_llama_cpp(
+            path, tokenizer, kind, greedy_replies(model, tokenizer, prompts)
+        )
+        return path
     back = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
     expected = logits(model, probes)
     diff = max_diff(logits(back, probes), expected)
@@ -234,7 +247,6 @@ def _write_gguf(
     ]
     if not same_ids or gguf_tokenizer.eos_token != tokenizer.eos_token:
         raise TunesmithError(f"the tokenizer stored in {path.name} differs from the model's (splits or EOS)")
-    missing = llama_cpp_missing()
     checks["gguf"]["llama_cpp"] = (
         {"skipped": missing}
         if missing
