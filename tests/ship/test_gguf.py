@@ -10,7 +10,7 @@ from typing import Any
 
 import gguf
 import pytest
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from tunesmith.core.errors import TunesmithError
 from tunesmith.models import gguf_writer
@@ -109,6 +109,7 @@ def test_export_records_the_llama_cpp_check(tuned_run_dir: Path, tmp_path: Path)
 # mistake would show: Qwen2's q/k/v biases, Qwen3's and Gemma 3's q/k norms, Gemma's +1 norms, Gemma 2's
 # soft-capping and query scale (query_pre_attn_scalar 256, not head_dim), Gemma 3's sliding window (shorter than
 # the prompts) on one layer and its local/global rotary bases, Phi-3's fused projections, GPT-2's Conv1D weights.
+_SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
 _ROTARY = {"intermediate_size": 128, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 512}
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "qwen2": {**_ROTARY, "tie_word_embeddings": False},
@@ -132,7 +133,6 @@ QUERY_KEY = ("q_proj.weight", "k_proj.weight", "qkv_proj.weight", "c_attn.weight
 def _tiny(model_type: str, vocab_size: int) -> Any:
     """A random 2-layer model of ``model_type`` (``TINY_CONFIGS``), 64 wide, with SmolLM2's vocabulary size."""
     import torch
-    from transformers import AutoConfig
 
     torch.manual_seed(0)
     sizes = {} if model_type == "gpt2" else {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
@@ -165,3 +165,20 @@ def test_tiny_decoder_gguf_behaves_in_llama_cpp_as_in_transformers(
             assert greedy["top_token_agreement"] == 1.0 and greedy["identical_replies"] == 2, greedy
         else:
             assert greedy["top_token_agreement"] >= 0.95, greedy
+
+
+def test_what_llama_cpp_would_run_differently_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Untied Gemma 2 embeddings (llama.cpp's gemma2 has no output tensor) and scaled rotary: refused, no file."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    vocab = {"vocab_size": len(tokenizer), "pad_token_id": 0}
+    untied = AutoModelForCausalLM.from_config(
+        AutoConfig.for_model("gemma2", tie_word_embeddings=False, head_dim=16, **vocab, **_SMALL)
+    )
+    with pytest.raises(TunesmithError, match="gemma2 needs tied input and output embeddings"):
+        write_gguf(untied, tokenizer, tmp_path / "untied.gguf", "f16")
+    scaled = AutoModelForCausalLM.from_config(
+        AutoConfig.for_model("qwen2", rope_scaling={"rope_type": "linear", "factor": 2.0}, **vocab, **_SMALL)
+    )
+    with pytest.raises(TunesmithError, match="rope scaling 'linear' is not supported"):
+        write_gguf(scaled, tokenizer, tmp_path / "scaled.gguf", "f16")
+    assert not list(tmp_path.iterdir())

@@ -128,8 +128,14 @@ def _sliding(writer: Any, config: Any) -> None:
         writer.add_sliding_window_pattern([kind == "sliding_attention" for kind in layer_types])
 
 
-def _gemma2_metadata(writer: Any, config: Any) -> None:
+def _gemma_metadata(writer: Any, config: Any) -> None:
+    if not getattr(config, "tie_word_embeddings", True):  # Gemma 3 has an output tensor of its own; 1 and 2 not
+        raise TunesmithError(f"--gguf: llama.cpp's {config.model_type} needs tied input and output embeddings")
     _rotary(writer, config)
+
+
+def _gemma2_metadata(writer: Any, config: Any) -> None:
+    _gemma_metadata(writer, config)
     if config.attn_logit_softcapping:
         writer.add_attn_logit_softcapping(config.attn_logit_softcapping)
     if config.final_logit_softcapping:
@@ -152,7 +158,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "llama": Architecture("LLAMA", _rotary, _llama_tensor),
     "qwen2": Architecture("QWEN2", _rotary, _same),
     "qwen3": Architecture("QWEN3", _rotary, _same),
-    "gemma": Architecture("GEMMA", _rotary, _gemma_tensor, reloads=False),
+    "gemma": Architecture("GEMMA", _gemma_metadata, _gemma_tensor, reloads=False),
     "gemma2": Architecture("GEMMA2", _gemma2_metadata, _gemma_tensor, reloads=False),
     "gemma3_text": Architecture("GEMMA3", _gemma3_metadata, _gemma_tensor, reloads=False),
     "phi3": Architecture("PHI3", _phi3_metadata, _same),

@@ -5,8 +5,8 @@ name (``default``) splits digits, spaces or punctuation differently from the tok
 It is identified the way llama.cpp's ``convert_hf_to_gguf.py`` (``get_vocab_base_pre``) does: the SHA-256 of the
 token ids of its check text. The table below is that function's, from the llama.cpp vendored in
 llama-cpp-python 0.3.36 (``conversion/base.py``; MIT licence). A tokenizer not in it (one trained for a run, say)
-is accepted only when its pre-tokenizer is GPT-2's plain byte-level split, which llama.cpp's ``gpt-2`` reproduces;
-anything else is refused, naming the hash, rather than written as ``default``.
+is accepted only when its pre-tokenizer is GPT-2's plain byte-level split or Qwen2's regex split, which llama.cpp's
+``gpt-2`` / ``qwen2`` reproduce; anything else is refused, naming the hash, rather than written as ``default``.
 """
 
 from __future__ import annotations
@@ -126,6 +126,12 @@ KNOWN: dict[str, str] = {
 }
 
 GPT2_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
+# Qwen2's split (transformers' Qwen2Tokenizer sets it on any tokenizer of a qwen2 model), which llama.cpp's
+# ``qwen2`` pre-tokenizer reproduces: llama-vocab.cpp quotes it as the "original regex from tokenizer.json".
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
+    r"\s+(?!\S)|\s+"
+)
 
 
 def check_hash(tokenizer: Any) -> str:
@@ -141,8 +147,27 @@ def pre_tokenizer_name(tokenizer: Any) -> str:
     spec = json.loads(tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
     if {key: spec.get(key) for key in GPT2_BYTE_LEVEL} == GPT2_BYTE_LEVEL:
         return "gpt-2"
+    if _is_qwen2_split(spec):
+        return "qwen2"
     raise TunesmithError(
         f"--gguf: llama.cpp has no pre-tokenizer known to split text like this tokenizer (check hash {digest}; "
         f"pre-tokenizer {json.dumps(spec)[:200]}); a GGUF with the 'default' one would tokenize differently in "
         "llama.cpp. Export without --gguf, or convert with llama.cpp's convert_hf_to_gguf.py once it knows the model"
+    )
+
+
+def _is_qwen2_split(spec: dict[str, Any]) -> bool:
+    """Qwen2's regex split, isolated, then the byte-level mapping alone (whatever the vocabulary)."""
+    parts = spec.get("pretokenizers") or []
+    if spec.get("type") != "Sequence" or len(parts) != 2:
+        return False
+    split, byte_level = parts
+    return (
+        split.get("type") == "Split"
+        and split.get("pattern") == {"Regex": QWEN2_SPLIT}
+        and split.get("behavior") == "Isolated"
+        and not split.get("invert")
+        and byte_level.get("type") == "ByteLevel"
+        and byte_level.get("use_regex") is False
+        and not byte_level.get("add_prefix_space")
     )
