@@ -91,7 +91,13 @@ def test_a_tiny_model_learns_to_call_the_right_tool(tool_run: TrainedRun) -> Non
 def test_the_server_answers_with_tool_calls(tool_run: TrainedRun) -> None:
     client = TestClient(create_app(load_pool([tool_run]), Limits(max_tokens=64, max_body_bytes=100_000)))
     url = "/v1/chat/completions"
-    ask = {"model": "tools", "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": TOOLS}
+    # greedy: the server samples at temperature 1 by default, as OpenAI does
+    ask = {
+        "model": "tools",
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": TOOLS,
+        "temperature": 0,
+    }
     body = client.post(url, json=ask).json()
     choice = body["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None

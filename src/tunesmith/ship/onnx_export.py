@@ -250,7 +250,7 @@ def _encoder_probes(run: TrainedRun, tokenizer: Any) -> list[dict[str, torch.Ten
 
 def _decoder_probes(run: TrainedRun, tokenizer: Any) -> list[dict[str, torch.Tensor]]:
     """The run's probe sequences one by one, and all of them as one left-padded batch."""
-    probes = [ids[:, :256] for ids in probe_inputs(run.dir, tokenizer)]
+    probes = [probe["input_ids"] for probe in probe_inputs(run.dir, tokenizer, max_len=256)]
     singles = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)} for ids in probes]
     width = max(ids.shape[1] for ids in probes)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
