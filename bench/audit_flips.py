@@ -11,7 +11,9 @@ SST-2's dev set (examples/data/sst2/dev.tsv, 872 rows), 5% of its labels flipped
 - ``run``: a trained run's model (``--run``: a classify run, or an sft run answering with label words); without
   ``--run`` the bench first trains one with ``--run-config`` (default examples/quickstart.yaml: SmolLM2-135M, LoRA,
   480 SST-2 *training* rows, so the dev rows are held out) and times that apart. Its probabilities depend only on
-  the texts, so they are computed once and reused for every seed (``probabilities_cached`` on later seeds).
+  the texts, so they are computed once and reused for every seed (``probabilities_cached`` on later seeds);
+- ``run-stacked``: the same run's probabilities refit k-fold on the audited (noisy) labels with the frozen
+  embeddings, as `data audit --run` does by default (``stacked_scorer``; ``--no-stack`` gives ``run``).
 
 Reported per scorer and seed: recall of the flipped rows among the audit's top k suggestions (k = the number of
 flipped rows) and top 2k, the scorer's accuracy against the labels it was given (flips included), how many rows it
@@ -85,7 +87,7 @@ _RUN_SCORERS: dict[Path, Any] = {}
 
 
 def make_scorer(name: str, args: argparse.Namespace, embeddings: np.ndarray) -> Any:
-    from tunesmith.curate.audit_scorers import FineTune, embedding_scorer, finetune_scorer
+    from tunesmith.curate.audit_scorers import FineTune, embedding_scorer, finetune_scorer, stacked_scorer
     from tunesmith.pipeline.audit_run import run_scorer
 
     if name == "embeddings":
@@ -95,6 +97,8 @@ def make_scorer(name: str, args: argparse.Namespace, embeddings: np.ndarray) -> 
         return finetune_scorer(replace(FineTune(), **tune))
     if args.run not in _RUN_SCORERS:  # one per run: it keeps its probabilities for the next seed
         _RUN_SCORERS[args.run] = run_scorer(args.run)
+    if name == "run-stacked":  # as audit_file(stack=True) wraps it, built here so the bench sees the result
+        return stacked_scorer(_RUN_SCORERS[args.run], embeddings)
     return _RUN_SCORERS[args.run]
 
 
@@ -152,8 +156,8 @@ def measure(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             issues = report["label_issues"]
             kept += store
-            cached = name == "run" and args.run in _SCORED
-            if name == "run":
+            cached = name.startswith("run") and args.run in _SCORED
+            if name.startswith("run"):
                 _SCORED.add(args.run)
             results.append(
                 {
@@ -209,7 +213,9 @@ def machine() -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scorers", nargs="+", choices=("embeddings", "finetune", "run"), default=["embeddings"])
+    parser.add_argument(
+        "--scorers", nargs="+", choices=("embeddings", "finetune", "run", "run-stacked"), default=["embeddings"]
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--run", type=Path, help="a trained run (default: train --run-config first)")
     parser.add_argument("--run-config", type=Path, default=EXAMPLE, help="what to train for `run` without --run")
@@ -224,7 +230,7 @@ def main() -> None:
         **machine(),
     }
     with tempfile.TemporaryDirectory() as folder:
-        if "run" in args.scorers and args.run is None:
+        if any(name.startswith("run") for name in args.scorers) and args.run is None:
             args.run, seconds = train_run(Path(folder), args.run_config)
             context["run_training_wall_s"] = str(round(seconds, 1))
             print(f"trained {args.run} in {seconds:.0f} s", flush=True)

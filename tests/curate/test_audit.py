@@ -72,6 +72,29 @@ def test_audit_logic_on_known_geometry(tmp_path: Path) -> None:
     assert "likely label errors" in text and "duplicate groups: 1" in text and "outliers:" in text
 
 
+def test_label_errors_are_scored_on_each_rows_own_embedding_when_some_rows_are_unlabelled(tmp_path: Path) -> None:
+    """Rows without a label (awaiting annotation) are not scored, and do not shift which embedding the labelled
+    rows are scored on: flips among the labelled rows are still found."""
+    rng = np.random.default_rng(0)
+    centres = np.eye(16)[:2] * 6
+    unlabelled = [{"text": f"new {i}", "label": None} for i in range(60)]
+    labels = ["0"] * 100 + ["1"] * 100
+    flipped = flip(labels, 0.05, seed=2)
+    points = [centres[1] + rng.normal(size=16) for _ in unlabelled]  # all near class 1
+    points += [centres[int(i >= 100)] + rng.normal(size=16) for i in range(200)]
+    embeddings = np.array(points)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    rows = unlabelled + [{"text": f"row {i}", "label": y} for i, y in enumerate(labels)]
+    data = read_label_file(write_jsonl(tmp_path / "d.jsonl", rows))
+
+    issues = audit(data, embeddings, clusters=2)["label_issues"]
+
+    top = issues["ranked_indices"][: len(flipped)]
+    assert all(i >= 60 for i in issues["ranked_indices"])  # only labelled rows are candidates
+    assert len(set(top) & {60 + i for i in flipped}) / len(flipped) >= 0.8
+    assert issues["oof_accuracy"] >= 0.9
+
+
 def test_audit_needs_labels_to_find_label_errors(tmp_path: Path) -> None:
     data = read_label_file(write_jsonl(tmp_path / "d.jsonl", [{"text": f"t{i}"} for i in range(12)]))
     report = audit(data, np.random.default_rng(0).normal(size=(12, 8)))

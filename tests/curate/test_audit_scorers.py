@@ -20,7 +20,7 @@ from tests.helpers.paths import SST2
 from tunesmith.core.config import load_config
 from tunesmith.core.rundir import RunDir
 from tunesmith.curate.audit import audit, format_text, label_issues
-from tunesmith.curate.audit_scorers import FineTune, Scores, finetune_scorer
+from tunesmith.curate.audit_scorers import FineTune, Scores, finetune_scorer, stacked_scorer
 from tunesmith.data.labelfile import read_label_file
 
 
@@ -53,13 +53,46 @@ def test_the_report_names_its_scorer_and_whether_its_accuracy_is_out_of_fold(tmp
     assert issues["scorer"] == "embeddings" and issues["out_of_fold"] is True and issues["oof_accuracy"] == 1.0
     assert "scorer embeddings: out-of-fold accuracy 100.0%" in format_text(audit(data, embeddings))
 
-    def in_sample(texts: object, y: np.ndarray, classes: list[str], k: int, seed: int) -> Scores:
+    def in_sample(texts: object, rows: np.ndarray, y: np.ndarray, classes: list[str], k: int, seed: int) -> Scores:
         probs = np.eye(len(classes))[y] * 0.8 + 0.1
         return Scores(probs, "a model that saw these rows", "run", out_of_fold=False)
 
     report = audit(data, embeddings, scorer=in_sample)
     assert report["label_issues"]["scorer"] == "run" and report["label_issues"]["out_of_fold"] is False
     assert "scorer run: not held-out accuracy 100.0%" in format_text(report)
+
+
+def test_stacking_refits_a_biased_scorer_on_the_files_own_labels(tmp_path: Path) -> None:
+    """A held-out scorer that leans towards one class (a run trained on other data, with its own class balance):
+    ranked raw, the clean rows of the other class crowd out half the flips; refit on the file's labels (95% right),
+    the flips come first. The refit is out-of-fold: it says so only when the scorer's own probabilities were."""
+    rng = np.random.default_rng(0)
+    truth = np.array([0] * 200 + [1] * 200)
+    labels = truth.copy()
+    flipped = sorted(rng.choice(len(truth), 20, replace=False).tolist())
+    labels[flipped] = 1 - labels[flipped]
+    leaning = (2 * truth - 1) * 2.0 + 3.0 + rng.normal(scale=0.5, size=len(truth))  # log-odds of class 1, +3 bias
+    p1 = 1 / (1 + np.exp(-leaning))
+    rows = [{"text": f"review {i}", "label": str(label)} for i, label in enumerate(labels)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = read_label_file(path)
+    embeddings = rng.normal(size=(len(truth), 8))
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)  # carry no signal: the refit must use the run
+
+    def biased(texts: object, rows: np.ndarray, y: np.ndarray, classes: list[str], k: int, seed: int) -> Scores:
+        return Scores(np.stack([1 - p1, p1], axis=1)[rows], "a run trained elsewhere", "run", out_of_fold=False)
+
+    def found(issues: dict[str, Any]) -> float:
+        return len(set(issues["ranked_indices"][: len(flipped)]) & set(flipped)) / len(flipped)
+
+    raw = audit(data, embeddings, scorer=biased)["label_issues"]
+    refit = audit(data, embeddings, scorer=stacked_scorer(biased, embeddings, "test-encoder"))["label_issues"]
+    print(f"recall at k: raw {found(raw):.2f}, stacked {found(refit):.2f}")
+    assert found(raw) <= 0.65 and found(refit) >= 0.85  # measured 0.60 and 0.95
+    assert refit["oof_accuracy"] > raw["oof_accuracy"]
+    assert "stacked: a logistic regression on those log-probabilities and test-encoder embeddings" in refit["method"]
+    assert refit["scorer"] == "run" and refit["out_of_fold"] is False  # the run saw these rows: so does the refit
 
 
 @pytest.mark.slow
@@ -119,10 +152,11 @@ def test_audit_with_run_scores_rows_with_that_runs_model(classify_run: Path, tmp
     from tunesmith.pipeline.trained import TrainedRun
 
     path, _labels, _ = sst2_slice(tmp_path, 40, 0.10)
-    result = run_cli_in_process("data", "audit", str(path), "--run", str(classify_run), "--json", "--clusters", "2")
+    audit_args = ("data", "audit", str(path), "--run", str(classify_run), "--json", "--clusters", "2")
+    result = run_cli_in_process(*audit_args, "--no-stack")  # the run's own probabilities, as they are
     assert result.returncode == 0, result.stderr
     issues = json.loads(result.stdout)["label_issues"]
-    assert issues["scorer"] == "run" and str(classify_run) in issues["method"]
+    assert issues["scorer"] == "run" and str(classify_run) in issues["method"] and "stacked" not in issues["method"]
     # dev rows, and the run trained on training rows: held out, and the report says so
     assert (
         issues["out_of_fold"] is True and "held out: none of these rows is among its training rows" in issues["method"]
@@ -139,6 +173,13 @@ def test_audit_with_run_scores_rows_with_that_runs_model(classify_run: Path, tmp
     assert issues["oof_accuracy"] == pytest.approx(
         np.mean([o["prediction"] == names[y] for o, y in zip(own, _labels, strict=True)]), abs=1e-6
     )
+
+    stacked = run_cli_in_process(*audit_args)  # by default refit on the file's own labels, k-fold
+    assert stacked.returncode == 0, stacked.stderr
+    refit = json.loads(stacked.stdout)["label_issues"]
+    assert refit["scorer"] == "run" and refit["out_of_fold"] is True
+    assert "held out: none of these rows" in refit["method"] and "stacked: a logistic regression" in refit["method"]
+    assert refit["scorer_model"].endswith("stacked with minilm-l6")
 
 
 def test_audit_with_run_says_when_it_trained_on_the_audited_rows(classify_run: Path, tmp_path: Path) -> None:

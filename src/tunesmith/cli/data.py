@@ -240,6 +240,12 @@ def audit(
         help="Score label errors with this trained run instead: a classify run, or an sft run answering with label "
         "words (the quickstart). Held out only for rows it did not train on; the report says which.",
     ),
+    stack: bool | None = typer.Option(
+        None,
+        "--stack/--no-stack",
+        help="Refit the scorer's probabilities on this file's own labels, k-fold, with the sentence embeddings "
+        "(default with --run: a run trained elsewhere brings its own class balance and bias; docs/annotate.md).",
+    ),
     folds: int = typer.Option(5, "--folds", min=2, help="Folds for out-of-fold probabilities."),
     clusters: int | None = typer.Option(
         None, "--clusters", min=2, help="Number of k-means clusters (default ~sqrt(n/2))."
@@ -258,7 +264,8 @@ def audit(
         from tunesmith.pipeline.audit_run import run_scorer
 
         chosen = run_scorer(run)
-    report = audit_file(file, text_column, label_column, model, folds, clusters, scorer=chosen)
+    stacked = run is not None if stack is None else stack
+    report = audit_file(file, text_column, label_column, model, folds, clusters, scorer=chosen, stack=stacked)
     if save:
         write_json(save, report)
     if as_json:

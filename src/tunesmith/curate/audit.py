@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from tunesmith.curate.audit_scorers import SCORERS, FineTune, Scorer, embedding_scorer, finetune_scorer
+from tunesmith.curate.audit_scorers import (
+    SCORERS,
+    FineTune,
+    Scorer,
+    embedding_scorer,
+    finetune_scorer,
+    stacked_scorer,
+)
 from tunesmith.data.dedup import find_duplicates
 from tunesmith.data.labelfile import LabelFile, read_label_file
 
@@ -36,9 +43,11 @@ def audit_file(
     clusters: int | None = None,
     seed: int = 0,
     scorer: str | Scorer = "embeddings",
+    stack: bool = False,
 ) -> dict[str, Any]:
     """Read a file, embed its texts and audit them (see ``audit``); ``scorer``: how label errors are scored
-    (``finetune``, ``embeddings`` or a ``Scorer``, e.g. a trained run's)."""
+    (``finetune``, ``embeddings`` or a ``Scorer``, e.g. a trained run's); ``stack``: refit its probabilities on the
+    file's own labels together with the embeddings (``stacked_scorer``)."""
     from tunesmith.models.embed import embed_texts
 
     if isinstance(scorer, str) and scorer not in SCORERS:
@@ -50,6 +59,8 @@ def audit_file(
     elif scorer == "embeddings":
         scorer = embedding_scorer(embeddings, model)
     assert not isinstance(scorer, str)
+    if stack:
+        scorer = stacked_scorer(scorer, embeddings, model)
     report = audit(data, embeddings, folds=folds, clusters=clusters, seed=seed, scorer=scorer)
     report["embedding_model"] = model
     return report
@@ -108,7 +119,7 @@ def label_issues(
         note = "needs at least two labels with two labelled rows each"
         return {"method": None, "note": note, "count": 0, "rows": []}
     y = np.array([classes.index(labels[i]) for i in known])
-    scores = scorer([data.text(data.items[i]) for i in known], y, classes, k, seed)
+    scores = scorer([data.text(data.items[i]) for i in known], np.array(known, dtype=int), y, classes, k, seed)
     probs = scores.probs
     ranked = find_label_issues(y, probs, return_indices_ranked_by="self_confidence")
     rows = []
@@ -122,7 +133,7 @@ def label_issues(
         }
         rows.append(row)
     return {
-        "method": scores.method,
+        "method": f"{scores.method}; ranked by cleanlab (self-confidence)",
         "scorer": scores.scorer,
         "scorer_model": scores.model,
         "out_of_fold": scores.out_of_fold,

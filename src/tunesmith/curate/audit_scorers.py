@@ -6,7 +6,10 @@ to a model that did not learn from that row (out-of-fold), so a wrong label stan
   predicting the k-th, for each fold. Written as a plain loop here: the engine is a sibling layer, and a few epochs
   of AdamW on one CPU process need none of its machinery.
 - a trained run's classifier (``tunesmith data audit --run``): its probabilities; out-of-fold only if the run did
-  not train on the audited rows, which the report says.
+  not train on the audited rows, which the report says. By default ``stacked_scorer`` then refits them on the
+  audited file's own labels, k-fold (a logistic regression on the run's log-probabilities and the rows' sentence
+  embeddings): a run trained elsewhere brings its own class balance and label-word bias, and the audited labels,
+  95% right, correct both (bench/audit_flips.py measures the gain).
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ class Scores:
     model: str = ""  # the model behind the probabilities (a name, or a run's directory and base model)
 
 
-Scorer = Callable[[Sequence[str], np.ndarray, list[str], int, int], Scores]
-"""(texts, class index per row, classes, folds, seed) -> Scores."""
+Scorer = Callable[[Sequence[str], np.ndarray, np.ndarray, list[str], int, int], Scores]
+"""(texts, their row numbers in the file, class index per row, classes, folds, seed) -> Scores; only labelled rows
+are scored, so the row numbers say which of the file's rows (and embeddings) the texts are."""
 
 
 def _folds(y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -42,18 +46,43 @@ def _folds(y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarra
     return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
+def _logistic_out_of_fold(features: np.ndarray, y: np.ndarray, classes: int, k: int, seed: int) -> np.ndarray:
+    """[rows, classes]: each fold's probabilities from a logistic regression fit on the other folds."""
+    from sklearn.linear_model import LogisticRegression
+
+    probs = np.zeros((len(y), classes))
+    for train, test in _folds(y, k, seed):
+        classifier = LogisticRegression(max_iter=5000, C=1.0).fit(features[train], y[train])
+        probs[np.ix_(test, classifier.classes_)] = classifier.predict_proba(features[test])
+    return probs
+
+
 def embedding_scorer(embeddings: np.ndarray, model: str = "minilm-l6") -> Scorer:
-    """Logistic regression on frozen sentence embeddings (one unit vector per row, from ``model``), out-of-fold."""
+    """Logistic regression on frozen sentence embeddings (one unit vector per row of the file, from ``model``),
+    out-of-fold."""
 
-    def score(texts: Sequence[str], y: np.ndarray, classes: list[str], k: int, seed: int) -> Scores:
-        from sklearn.linear_model import LogisticRegression
-
-        probs = np.zeros((len(y), len(classes)))
-        for train, test in _folds(y, k, seed):
-            classifier = LogisticRegression(max_iter=2000, C=1.0).fit(embeddings[train], y[train])
-            probs[np.ix_(test, classifier.classes_)] = classifier.predict_proba(embeddings[test])
-        method = f"sentence embeddings + logistic regression, {k}-fold out-of-fold probabilities; cleanlab"
+    def score(texts: Sequence[str], rows: np.ndarray, y: np.ndarray, classes: list[str], k: int, seed: int) -> Scores:
+        probs = _logistic_out_of_fold(embeddings[rows], y, len(classes), k, seed)
+        method = f"sentence embeddings + logistic regression, {k}-fold out-of-fold probabilities"
         return Scores(probs, method, "embeddings", model=f"logistic regression on {model} embeddings")
+
+    return score
+
+
+def stacked_scorer(base: Scorer, embeddings: np.ndarray, model: str = "minilm-l6") -> Scorer:
+    """``base``'s probabilities refit on the audited file's own labels: a logistic regression on their
+    log-probabilities and the rows' sentence embeddings (from ``model``), fit k-fold so that no row's label shapes
+    its own probabilities. Out-of-fold exactly when ``base``'s probabilities are."""
+
+    def score(texts: Sequence[str], rows: np.ndarray, y: np.ndarray, classes: list[str], k: int, seed: int) -> Scores:
+        scores = base(texts, rows, y, classes, k, seed)
+        features = np.hstack([np.log(scores.probs.clip(min=1e-6)), embeddings[rows]])
+        probs = _logistic_out_of_fold(features, y, len(classes), k, seed)
+        method = (
+            f"{scores.method}; stacked: a logistic regression on those log-probabilities and {model} embeddings, "
+            f"fit on this file's labels, {k}-fold out-of-fold"
+        )
+        return Scores(probs, method, scores.scorer, scores.out_of_fold, f"{scores.model}, stacked with {model}")
 
     return score
 
@@ -72,7 +101,7 @@ class FineTune:
 def finetune_scorer(settings: FineTune = FineTune()) -> Scorer:
     """An encoder with a fresh classification head fine-tuned on the other folds, predicting each fold."""
 
-    def score(texts: Sequence[str], y: np.ndarray, classes: list[str], k: int, seed: int) -> Scores:
+    def score(texts: Sequence[str], rows: np.ndarray, y: np.ndarray, classes: list[str], k: int, seed: int) -> Scores:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -95,7 +124,7 @@ def finetune_scorer(settings: FineTune = FineTune()) -> Scorer:
                 probs[test] = _predict(model, tokenizer, [ids[i] for i in test], settings.batch_size * 4, progress)
         method = (
             f"{settings.model} with a classification head fine-tuned {settings.epochs} epochs per fold, {k}-fold "
-            "out-of-fold probabilities; cleanlab"
+            "out-of-fold probabilities"
         )
         return Scores(probs, method, "finetune", model=settings.model)
 

@@ -55,7 +55,7 @@ def run_scorer(path: str | Path, batch_size: int = BATCH_SIZE) -> Scorer:
     names = {str(k): str(v) for k, v in (run.config.data.label_names or {}).items()}
     words: list[str] = []
 
-    def score(texts: Sequence[str], y: np.ndarray, classes: list[str], k: int, seed: int) -> Scores:
+    def score(texts: Sequence[str], rows: np.ndarray, y: np.ndarray, classes: list[str], k: int, seed: int) -> Scores:
         key = tuple(texts)
         if key not in cache:
             cache[key], found = _probabilities(run, Path(path), kind, list(texts), fields, batch_size)
@@ -80,7 +80,7 @@ def run_scorer(path: str | Path, batch_size: int = BATCH_SIZE) -> Scorer:
             "the labels it learned, wrong ones included"
         )
         model = f"{run.config.model.name} ({run.config.task.name}, {run.config.method.name}) from {path}"
-        method = f"the trained run {path}: {how}; {held}; cleanlab"
+        method = f"the trained run {path}: {how}; {held}"
         return Scores(probs, method, "run", out_of_fold=not seen, model=model)
 
     return score
