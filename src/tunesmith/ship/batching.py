@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from tunesmith.core.errors import TunesmithError
-from tunesmith.ship.inference import Generation, Sampling, Served, _StopFilter, _Streamer, generate
+from tunesmith.ship.inference import Generation, Sampling, Served, StopFilter, generate, text_streamer
 
 log = logging.getLogger("tunesmith.batching")
 
@@ -183,8 +183,8 @@ class Scheduler:
         served, sampling = job.served, job.sampling
         assert served is not None and sampling is not None
         job.started = time.monotonic()
-        job.stops = _StopFilter(list(sampling.stop), job.on_text)
-        job.streamer = _Streamer(served.tokenizer, job.stops.feed)
+        job.stops = StopFilter(list(sampling.stop), job.on_text)
+        job.streamer = text_streamer(served.tokenizer, job.stops.feed)
         if sampling.temperature > 0:
             job.rng = torch.Generator(device=served.model.device)
             job.rng.manual_seed(sampling.seed if sampling.seed is not None else secrets.randbits(63))
@@ -308,22 +308,30 @@ def batchable(served: Served | None) -> bool:
     no base-through-disabled-adapter, and no generation_config settings that only generate() applies."""
     if served is None or served.adapter == "__base__":
         return False
+    from peft import PeftModel
+
     model = served.model
-    peft_config = getattr(model, "peft_config", None)
-    if peft_config and served.adapter is not None and peft_config[served.adapter].is_prompt_learning:
+    adapter = model.peft_config.get(served.adapter or "") if isinstance(model, PeftModel) else None
+    if adapter is not None and adapter.is_prompt_learning:
         return False
-    config = getattr(model, "config", None)
-    if config is None or getattr(config, "is_encoder_decoder", False) or getattr(config, "sliding_window", None):
+    config = model.config  # architectures differ in which of these they define
+    if getattr(config, "is_encoder_decoder", False) or getattr(config, "sliding_window", None):
         return False
-    generation = getattr(model, "generation_config", None)
+    generation = model.generation_config
     return generation is None or all(getattr(generation, k, v) in (v, None) for k, v in _UNSUPPORTED.items())
+
+
+def _base_model(model: Any) -> Any:
+    from peft import PeftModel
+
+    return model.get_base_model() if isinstance(model, PeftModel) else model
 
 
 def _keeps_logits(model: Any) -> bool:
     """generate() asks for the last position's logits only when the model can (so must the prefill here)."""
     import inspect
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base_model(model)
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
@@ -331,7 +339,7 @@ def _cache_argument(model: Any) -> str:
     """transformers 5.x renamed the forward argument ``past_key_values`` to ``cache`` (the old name warns)."""
     import inspect
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base_model(model)
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 

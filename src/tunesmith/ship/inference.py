@@ -205,8 +205,8 @@ def generate(
         if served.adapter is not None:
             model.set_adapter(served.adapter)
         context = contextlib.nullcontext()
-    stops = _StopFilter(list(sampling.stop), on_text)
-    streamer = _Streamer(served.tokenizer, stops.feed)
+    stops = StopFilter(list(sampling.stop), on_text)
+    streamer = text_streamer(served.tokenizer, stops.feed)
     ids = torch.tensor([prompt_ids], device=model.device)
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
@@ -263,21 +263,19 @@ class TokenStream:
         self.cancelled.set()
 
 
-class _Streamer:
-    """transformers' TextStreamer (incremental, word-boundary decoding) handing text to a callback."""
+def text_streamer(tokenizer: Any, callback: Callable[[str], None]) -> Any:
+    """transformers' TextStreamer (incremental, word-boundary decoding) handing text to ``callback``."""
+    from transformers import TextStreamer
 
-    def __new__(cls, tokenizer: Any, callback: Callable[[str], None]) -> Any:
-        from transformers import TextStreamer
+    class Streamer(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                callback(text)
 
-        class Streamer(TextStreamer):
-            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-                if text:
-                    callback(text)
-
-        return Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    return Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
-class _StopFilter:
+class StopFilter:
     """Cuts the text at the first stop string, holding back a possible partial match so none is ever emitted.
 
     Written by hand: generate()'s ``stop_strings`` ends generation but leaves the stop string in the output.
