@@ -1,18 +1,19 @@
 """Planted label flips: how many of them `tunesmith data audit` ranks first, per scorer.
 
     HF_HUB_OFFLINE=1 nice .venv/bin/python bench/audit_flips.py [--scorers embeddings finetune run] [--seeds 0 1]
-        [--run runs/NAME] [--rows N] [--folds K] [--epochs E]
+        [--run runs/NAME [runs/OTHER ...]] [--rows N] [--folds K] [--epochs E]
 
 SST-2's dev set (examples/data/sst2/dev.tsv, 872 rows), 5% of its labels flipped (seeded: 43 rows), audited as
 `tunesmith data audit` does (the same ``audit_file``) with each scorer:
 
 - ``embeddings``: frozen minilm-l6 embeddings + logistic regression, k-fold;
 - ``finetune``: minilm-l6 with a classification head fine-tuned per fold (``--scorer finetune``);
-- ``run``: a trained run's model (``--run``: a classify run, or an sft run answering with label words); without
+- ``run``: a trained run's model (``--run``: a classify run, or an sft run answering with label words; several runs:
+  their probabilities averaged, as `data audit --run A --run B --no-stack` does); without
   ``--run`` the bench first trains one with ``--run-config`` (default examples/quickstart.yaml: SmolLM2-135M, LoRA,
   480 SST-2 *training* rows, so the dev rows are held out) and times that apart. Its probabilities depend only on
   the texts, so they are computed once and reused for every seed (``probabilities_cached`` on later seeds);
-- ``run-stacked``: the same run's probabilities refit k-fold on the audited (noisy) labels with the frozen
+- ``run-stacked``: the same runs' probabilities refit k-fold on the audited (noisy) labels with the frozen
   embeddings, as `data audit --run` does by default (``stacked_scorer``; ``--no-stack`` gives ``run``).
 
 Reported per scorer and seed: recall of the flipped rows among the audit's top k suggestions (k = the number of
@@ -83,11 +84,17 @@ def train_run(folder: Path, example: Path) -> tuple[Path, float]:
     return run.dir.root, time.perf_counter() - started
 
 
-_RUN_SCORERS: dict[Path, Any] = {}
+_RUN_SCORERS: dict[Path, Any] = {}  # run directory -> its scorer
 
 
 def make_scorer(name: str, args: argparse.Namespace, embeddings: np.ndarray) -> Any:
-    from tunesmith.curate.audit_scorers import FineTune, embedding_scorer, finetune_scorer, stacked_scorer
+    from tunesmith.curate.audit_scorers import (
+        FineTune,
+        averaged_scorer,
+        embedding_scorer,
+        finetune_scorer,
+        stacked_scorer,
+    )
     from tunesmith.pipeline.audit_run import run_scorer
 
     if name == "embeddings":
@@ -95,11 +102,13 @@ def make_scorer(name: str, args: argparse.Namespace, embeddings: np.ndarray) -> 
     if name == "finetune":
         tune = {k: v for k, v in (("epochs", args.epochs), ("learning_rate", args.learning_rate)) if v is not None}
         return finetune_scorer(replace(FineTune(), **tune))
-    if args.run not in _RUN_SCORERS:  # one per run: it keeps its probabilities for the next seed
-        _RUN_SCORERS[args.run] = run_scorer(args.run)
-    if name == "run-stacked":  # as audit_file(stack=True) wraps it, built here so the bench sees the result
-        return stacked_scorer(_RUN_SCORERS[args.run], embeddings)
-    return _RUN_SCORERS[args.run]
+    for path in args.run:  # one scorer per run: it keeps its probabilities for the next seed
+        if path not in _RUN_SCORERS:
+            _RUN_SCORERS[path] = run_scorer(path)
+    runs = [_RUN_SCORERS[path] for path in args.run]
+    if name == "run-stacked":  # as audit_file(stack=True) wraps them, built here so the bench sees the result
+        return stacked_scorer(runs, embeddings)
+    return runs[0] if len(runs) == 1 else averaged_scorer(runs)
 
 
 def by_ranking(y: np.ndarray, probs: np.ndarray, flipped: list[int]) -> dict[str, float]:
@@ -113,7 +122,7 @@ def by_ranking(y: np.ndarray, probs: np.ndarray, flipped: list[int]) -> dict[str
     return out
 
 
-_SCORED: set[Path] = set()  # runs whose probabilities the run scorer already holds
+_SCORED: set[tuple[Path, ...]] = set()  # runs whose probabilities the run scorer already holds
 
 
 def clean_accuracy(probs: np.ndarray, y: np.ndarray, flipped: list[int]) -> float:
@@ -156,9 +165,9 @@ def measure(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             issues = report["label_issues"]
             kept += store
-            cached = name.startswith("run") and args.run in _SCORED
+            cached = name.startswith("run") and tuple(args.run) in _SCORED
             if name.startswith("run"):
-                _SCORED.add(args.run)
+                _SCORED.add(tuple(args.run))
             results.append(
                 {
                     "scorer": name,
@@ -217,7 +226,7 @@ def main() -> None:
         "--scorers", nargs="+", choices=("embeddings", "finetune", "run", "run-stacked"), default=["embeddings"]
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--run", type=Path, help="a trained run (default: train --run-config first)")
+    parser.add_argument("--run", type=Path, nargs="+", help="trained runs (default: train --run-config first)")
     parser.add_argument("--run-config", type=Path, default=EXAMPLE, help="what to train for `run` without --run")
     parser.add_argument("--rows", type=int, default=None, help="the first N dev rows (default all 872)")
     parser.add_argument("--folds", type=int, default=5)
@@ -231,9 +240,10 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as folder:
         if any(name.startswith("run") for name in args.scorers) and args.run is None:
-            args.run, seconds = train_run(Path(folder), args.run_config)
+            trained, seconds = train_run(Path(folder), args.run_config)
+            args.run = [trained]
             context["run_training_wall_s"] = str(round(seconds, 1))
-            print(f"trained {args.run} in {seconds:.0f} s", flush=True)
+            print(f"trained {trained} in {seconds:.0f} s", flush=True)
         results = [row for seed in args.seeds for row in measure(args, seed)]
     RESULTS.parent.mkdir(exist_ok=True)
     with RESULTS.open("a", encoding="utf-8") as handle:

@@ -87,7 +87,7 @@ def test_stacking_refits_a_biased_scorer_on_the_files_own_labels(tmp_path: Path)
         return len(set(issues["ranked_indices"][: len(flipped)]) & set(flipped)) / len(flipped)
 
     raw = audit(data, embeddings, scorer=biased)["label_issues"]
-    refit = audit(data, embeddings, scorer=stacked_scorer(biased, embeddings, "test-encoder"))["label_issues"]
+    refit = audit(data, embeddings, scorer=stacked_scorer([biased], embeddings, "test-encoder"))["label_issues"]
     print(f"recall at k: raw {found(raw):.2f}, stacked {found(refit):.2f}")
     assert found(raw) <= 0.65 and found(refit) >= 0.85  # measured 0.60 and 0.95
     assert refit["oof_accuracy"] > raw["oof_accuracy"]
@@ -124,18 +124,16 @@ def test_a_head_fine_tuned_per_fold_finds_planted_flips_better_than_chance(tmp_p
     assert found >= 0.25  # chance: 2k/n = 0.2; measured 0.33 (accuracy 0.71)
 
 
-@pytest.fixture(scope="module")
-def classify_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def train_classify_run(folder: Path, seed: int) -> Path:
     """A tiny BERT classify run trained briefly on SST-2 rows (labels named negative / positive)."""
     from tunesmith.pipeline.run import Run
 
-    folder = tmp_path_factory.mktemp("classify-run")
     config = {
         "model": {"name": str(build_classify_bert(folder / "bert"))},
         "data": {"train": str(SST2 / "train.tsv"), "train_rows": 64, "label_names": {0: "negative", 1: "positive"}},
         "task": {"name": "classify"},
         "method": {"name": "full"},
-        "training": {"max_steps": 4, "batch_size": 16, "learning_rate": 3e-3, "max_seq_len": 32},
+        "training": {"max_steps": 4, "batch_size": 16, "learning_rate": 3e-3, "max_seq_len": 32, "seed": seed},
         "eval": {"enabled": False},
         "output": {"dir": str(folder / "runs"), "name": "sst2"},
     }
@@ -146,6 +144,11 @@ def classify_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run.prepare()
     run.train()
     return run.dir.root
+
+
+@pytest.fixture(scope="module")
+def classify_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_classify_run(tmp_path_factory.mktemp("classify-run"), seed=42)
 
 
 def test_audit_with_run_scores_rows_with_that_runs_model(classify_run: Path, tmp_path: Path) -> None:
@@ -180,6 +183,42 @@ def test_audit_with_run_scores_rows_with_that_runs_model(classify_run: Path, tmp
     assert refit["scorer"] == "run" and refit["out_of_fold"] is True
     assert "held out: none of these rows" in refit["method"] and "stacked: a logistic regression" in refit["method"]
     assert refit["scorer_model"].endswith("stacked with minilm-l6")
+
+
+def test_audit_with_several_runs_uses_them_together(classify_run: Path, tmp_path: Path) -> None:
+    """Two runs: --no-stack averages their probabilities; the default stacks both runs' log-probabilities."""
+    from tunesmith.pipeline.trained import TrainedRun
+
+    other = train_classify_run(tmp_path / "other", seed=7)
+    path, _, _ = sst2_slice(tmp_path, 40, 0.10)
+    both = ("data", "audit", str(path), "--run", str(classify_run), "--run", str(other), "--json", "--clusters", "2")
+    averaged = run_cli_in_process(*both, "--no-stack")
+    assert averaged.returncode == 0, averaged.stderr
+    issues = json.loads(averaged.stdout)["label_issues"]
+    assert (
+        issues["method"].startswith(f"(1) the trained run {classify_run}")
+        and f"(2) the trained run {other}" in (issues["method"])
+    )
+    assert "their probabilities averaged" in issues["method"] and issues["out_of_fold"] is True
+
+    texts = [json.loads(line)["text"] for line in path.read_text().splitlines()]
+    names = {"0": "negative", "1": "positive"}
+    own = []
+    for folder in (classify_run, other):
+        run = TrainedRun.from_dir(folder)
+        model, tokenizer = run.load_tuned()
+        assert run.recipe.predict_texts is not None
+        own.append(run.recipe.predict_texts(model, tokenizer, texts, run.config))
+    assert issues["rows"]
+    for row in issues["rows"]:
+        mean = np.mean([o[row["index"]]["probabilities"][names[row["label"]]] for o in own])
+        assert row["p_given"] == pytest.approx(mean, abs=1e-3)
+
+    stacked = run_cli_in_process(*both)
+    assert stacked.returncode == 0, stacked.stderr
+    refit = json.loads(stacked.stdout)["label_issues"]
+    assert "stacked: a logistic regression on their log-probabilities and minilm-l6 embeddings" in refit["method"]
+    assert refit["scorer_model"].count("(classify, full) from") == 2
 
 
 def test_audit_with_run_says_when_it_trained_on_the_audited_rows(classify_run: Path, tmp_path: Path) -> None:

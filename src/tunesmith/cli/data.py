@@ -234,17 +234,19 @@ def audit(
         help="Label errors from: embeddings (frozen, + logistic regression; seconds) or finetune (a head "
         "fine-tuned per fold; minutes). See docs/annotate.md.",
     ),
-    run: Path | None = typer.Option(
+    run: list[Path] | None = typer.Option(
         None,
         "--run",
         help="Score label errors with this trained run instead: a classify run, or an sft run answering with label "
-        "words (the quickstart). Held out only for rows it did not train on; the report says which.",
+        "words (the quickstart). Held out only for rows it did not train on; the report says which. Repeat it to "
+        "use several runs together.",
     ),
     stack: bool | None = typer.Option(
         None,
         "--stack/--no-stack",
         help="Refit the scorer's probabilities on this file's own labels, k-fold, with the sentence embeddings "
-        "(default with --run: a run trained elsewhere brings its own class balance and bias; docs/annotate.md).",
+        "(default with --run: a run trained elsewhere brings its own class balance and bias; docs/annotate.md). "
+        "With --no-stack, several runs' probabilities are averaged.",
     ),
     folds: int = typer.Option(5, "--folds", min=2, help="Folds for out-of-fold probabilities."),
     clusters: int | None = typer.Option(
@@ -260,11 +262,11 @@ def audit(
     if scorer not in SCORERS:
         raise ConfigError(f"--scorer {scorer!r}: expected one of {', '.join(SCORERS)}")
     chosen: typing.Any = scorer
-    if run is not None:
+    if run:
         from tunesmith.pipeline.audit_run import run_scorer
 
-        chosen = run_scorer(run)
-    stacked = run is not None if stack is None else stack
+        chosen = [run_scorer(path) for path in run]
+    stacked = bool(run) if stack is None else stack
     report = audit_file(file, text_column, label_column, model, folds, clusters, scorer=chosen, stack=stacked)
     if save:
         write_json(save, report)

@@ -22,6 +22,7 @@ from tunesmith.curate.audit_scorers import (
     SCORERS,
     FineTune,
     Scorer,
+    averaged_scorer,
     embedding_scorer,
     finetune_scorer,
     stacked_scorer,
@@ -42,12 +43,13 @@ def audit_file(
     folds: int = 5,
     clusters: int | None = None,
     seed: int = 0,
-    scorer: str | Scorer = "embeddings",
+    scorer: str | Scorer | Sequence[Scorer] = "embeddings",
     stack: bool = False,
 ) -> dict[str, Any]:
     """Read a file, embed its texts and audit them (see ``audit``); ``scorer``: how label errors are scored
-    (``finetune``, ``embeddings`` or a ``Scorer``, e.g. a trained run's); ``stack``: refit its probabilities on the
-    file's own labels together with the embeddings (``stacked_scorer``)."""
+    (``finetune``, ``embeddings``, or one or more ``Scorer``s, e.g. trained runs'); ``stack``: refit their
+    probabilities on the file's own labels together with the embeddings (``stacked_scorer``), else several
+    scorers' probabilities are averaged."""
     from tunesmith.models.embed import embed_texts
 
     if isinstance(scorer, str) and scorer not in SCORERS:
@@ -55,13 +57,16 @@ def audit_file(
     data = read_label_file(path, text_column, label_column)
     embeddings = embed_texts(data.texts(), model)
     if scorer == "finetune":
-        scorer = finetune_scorer(FineTune(model=model))
+        bases = [finetune_scorer(FineTune(model=model))]
     elif scorer == "embeddings":
-        scorer = embedding_scorer(embeddings, model)
-    assert not isinstance(scorer, str)
+        bases = [embedding_scorer(embeddings, model)]
+    else:
+        bases = [scorer] if callable(scorer) else list(scorer)
     if stack:
-        scorer = stacked_scorer(scorer, embeddings, model)
-    report = audit(data, embeddings, folds=folds, clusters=clusters, seed=seed, scorer=scorer)
+        chosen = stacked_scorer(bases, embeddings, model)
+    else:
+        chosen = bases[0] if len(bases) == 1 else averaged_scorer(bases)
+    report = audit(data, embeddings, folds=folds, clusters=clusters, seed=seed, scorer=chosen)
     report["embedding_model"] = model
     return report
 

@@ -69,22 +69,50 @@ def embedding_scorer(embeddings: np.ndarray, model: str = "minilm-l6") -> Scorer
     return score
 
 
-def stacked_scorer(base: Scorer, embeddings: np.ndarray, model: str = "minilm-l6") -> Scorer:
-    """``base``'s probabilities refit on the audited file's own labels: a logistic regression on their
+def stacked_scorer(bases: Sequence[Scorer], embeddings: np.ndarray, model: str = "minilm-l6") -> Scorer:
+    """The ``bases``' probabilities refit on the audited file's own labels: a logistic regression on their
     log-probabilities and the rows' sentence embeddings (from ``model``), fit k-fold so that no row's label shapes
-    its own probabilities. Out-of-fold exactly when ``base``'s probabilities are."""
+    its own probabilities. Out-of-fold exactly when every base's probabilities are."""
 
     def score(texts: Sequence[str], rows: np.ndarray, y: np.ndarray, classes: list[str], k: int, seed: int) -> Scores:
-        scores = base(texts, rows, y, classes, k, seed)
-        features = np.hstack([np.log(scores.probs.clip(min=1e-6)), embeddings[rows]])
+        each = [base(texts, rows, y, classes, k, seed) for base in bases]
+        features = np.hstack([np.log(s.probs.clip(min=1e-6)) for s in each] + [embeddings[rows]])
         probs = _logistic_out_of_fold(features, y, len(classes), k, seed)
-        method = (
-            f"{scores.method}; stacked: a logistic regression on those log-probabilities and {model} embeddings, "
-            f"fit on this file's labels, {k}-fold out-of-fold"
+        joined = _joined(each, probs)
+        joined.method += (
+            f"; stacked: a logistic regression on {'those' if len(each) == 1 else 'their'} log-probabilities and "
+            f"{model} embeddings, fit on this file's labels, {k}-fold out-of-fold"
         )
-        return Scores(probs, method, scores.scorer, scores.out_of_fold, f"{scores.model}, stacked with {model}")
+        joined.model += f", stacked with {model}"
+        return joined
 
     return score
+
+
+def averaged_scorer(bases: Sequence[Scorer]) -> Scorer:
+    """The mean of the ``bases``' probabilities."""
+
+    def score(texts: Sequence[str], rows: np.ndarray, y: np.ndarray, classes: list[str], k: int, seed: int) -> Scores:
+        each = [base(texts, rows, y, classes, k, seed) for base in bases]
+        joined = _joined(each, np.mean([s.probs for s in each], axis=0))
+        joined.method += "; their probabilities averaged"
+        return joined
+
+    return score
+
+
+def _joined(each: list[Scores], probs: np.ndarray) -> Scores:
+    """One description of several scorers' probabilities, combined into ``probs``."""
+    if len(each) == 1:
+        return Scores(probs, each[0].method, each[0].scorer, each[0].out_of_fold, each[0].model)
+    scorers = list(dict.fromkeys(s.scorer for s in each))
+    return Scores(
+        probs,
+        " | ".join(f"({i}) {s.method}" for i, s in enumerate(each, 1)),
+        scorers[0] if len(scorers) == 1 else "+".join(scorers),
+        all(s.out_of_fold for s in each),
+        " + ".join(s.model for s in each),
+    )
 
 
 @dataclass(frozen=True)
