@@ -8,8 +8,8 @@ to a model that did not learn from that row (out-of-fold), so a wrong label stan
 - a trained run's classifier (``tunesmith data audit --run``): its probabilities; out-of-fold only if the run did
   not train on the audited rows, which the report says. By default ``stacked_scorer`` then refits them on the
   audited file's own labels, k-fold (a logistic regression on the run's log-probabilities and the rows' sentence
-  embeddings): a run trained elsewhere brings its own class balance and label-word bias, and the audited labels,
-  95% right, correct both (bench/audit_flips.py measures the gain).
+  embeddings): a run trained elsewhere brings its own class balance and label-word bias, which the audited labels,
+  mostly right, correct (bench/audit_flips.py measures the gain). Several runs are stacked (or averaged) together.
 """
 
 from __future__ import annotations
