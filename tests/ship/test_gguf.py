@@ -109,7 +109,8 @@ def test_export_records_the_llama_cpp_check(tuned_run_dir: Path, tmp_path: Path)
 # mistake would show: Qwen2's q/k/v biases, Qwen3's and Gemma 3's q/k norms, Gemma's +1 norms, Gemma 2's
 # soft-capping and query scale (query_pre_attn_scalar 256, not head_dim), Gemma 3's sliding window (shorter than
 # the prompts) on one layer and its local/global rotary bases, Phi-3's fused projections, GPT-2's Conv1D weights.
-_SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
+_SHAPE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+_SMALL = {**_SHAPE, "intermediate_size": 128}
 _ROTARY = {"intermediate_size": 128, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 512}
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "qwen2": {**_ROTARY, "tie_word_embeddings": False},
@@ -135,7 +136,7 @@ def _tiny(model_type: str, vocab_size: int) -> Any:
     import torch
 
     torch.manual_seed(0)
-    sizes = {} if model_type == "gpt2" else {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    sizes = {} if model_type == "gpt2" else _SHAPE
     config = AutoConfig.for_model(
         model_type, vocab_size=vocab_size, pad_token_id=0, **sizes, **TINY_CONFIGS[model_type]
     )
